@@ -63,7 +63,7 @@ void fptq_error_context(const char *fmt, ...)
     vsnprintf(ctx, sizeof ctx, fmt, ap);
     va_end(ap);
     char tmp[MSG_CAP];
-    snprintf(tmp, sizeof tmp, "%s: %s", ctx, err_msg);
+    snprintf(tmp, sizeof tmp, "%.400s: %.1600s", ctx, err_msg);
     memcpy(err_msg, tmp, sizeof err_msg);
 }
 

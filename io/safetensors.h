@@ -56,12 +56,20 @@ fptq_status st_model_open(const char *dir, st_model **out);
 void st_model_close(st_model *m);
 const char *st_model_dir(const st_model *m);
 const st_tensor *st_model_find(const st_model *m, const char *name); /* NULL if absent */
+/* All tensors of all shards, in name order (to enumerate a model's weights). */
+size_t st_model_count(const st_model *m);
+const st_tensor *st_model_tensor(const st_model *m, size_t i);  /* NULL if i >= count */
 /* Like st_model_find, but a missing tensor is an error naming it and the directory. */
 fptq_status st_model_get(const st_model *m, const char *name, const st_tensor **out);
 
 /* Converts a F32 / F16 / BF16 tensor to fp32 into dst, which holds dst_numel
  * floats; a different element count or another dtype is an error naming the tensor. */
 fptq_status st_tensor_to_f32(const st_tensor *t, float *dst, int64_t dst_numel);
+
+/* Converts rows [row0, row0 + nrows) of a 2-D (or higher: rows are the
+ * first dimension) F32 / F16 / BF16 tensor to fp32; lets big matrices such
+ * as the LM head stream through memory a block at a time. */
+fptq_status st_tensor_rows_to_f32(const st_tensor *t, int64_t row0, int64_t nrows, float *dst);
 
 /* Reads tensor `name` as fp32 into dst after checking that its shape is
  * exactly shape[0..ndim) (error names tensor, file, actual and expected shape). */

@@ -1,0 +1,160 @@
+/*
+ * The forward pass against independent references: llama2.c's logits for
+ * the first 64 tokens, the golden perplexity of shared/data/README.md, and
+ * the BF16 two-shard copy of the same model.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "io/npy.h"
+#include "worker/eval.h"
+#include "worker/forward.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MODEL FPTQ_EXAMPLES "/stories260K"
+#define MODEL_BF16 FPTQ_EXAMPLES "/stories260K-bf16-sharded"
+#define TOKENS FPTQ_EXAMPLES "/tinystories.tok512.npy"
+#define GOLDEN_PPL 7.361119
+#define GOLDEN_NLL 1.996212
+
+static const fptq_backend *be = &fptq_backend_cpu;
+
+static void check_ok(fptq_status st)
+{
+    if (st != FPTQ_OK)
+        fail_msg("status %s: %s", fptq_status_name(st), fptq_last_error());
+}
+
+static double eval_ppl(const char *dir, int64_t batch, fptq_eval_result *r)
+{
+    fptq_model m;
+    fptq_tokens tok;
+    check_ok(fptq_model_open(dir, &m));
+    check_ok(tokens_load(TOKENS, m.cfg.vocab_size, &tok));
+    fptq_eval_opts o = {.start = 40960, .seqlen = 256, .windows = 16, .batch = batch};
+    check_ok(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, r));
+    tokens_free(&tok);
+    fptq_model_close(&m);
+    return r->ppl;
+}
+
+/* llama2.c's logits: per position, ||ours - golden|| / ||golden|| < 1e-4. */
+static void test_logits_match_llama2c(void **state)
+{
+    (void)state;
+    fptq_model m;
+    fptq_tokens tok;
+    npy_array golden;
+    check_ok(fptq_model_open(MODEL, &m));
+    check_ok(tokens_load(TOKENS, m.cfg.vocab_size, &tok));
+    check_ok(npy_load(FPTQ_TESTDATA "/stories260K.logits64.npy", &golden));
+    assert_int_equal(golden.dtype, NPY_F32);
+    assert_int_equal(golden.ndim, 2);
+    assert_int_equal(golden.shape[0], 64);
+    assert_int_equal(golden.shape[1], m.cfg.vocab_size);
+
+    const int64_t T = 64, V = m.cfg.vocab_size;
+    float *logits = malloc((size_t)(T * V) * sizeof(float));
+    double *nll = malloc((size_t)T * sizeof(double));
+    check_ok(fptq_forward_nll(be, &m, tok.ids, 1, T, nll, logits, 0));
+    const float *ref = golden.data;
+    double worst = 0.0;
+    for (int64_t t = 0; t < T; t++) {
+        double num = 0, den = 0;
+        for (int64_t v = 0; v < V; v++) {
+            const double d = (double)logits[t * V + v] - ref[t * V + v];
+            num += d * d;
+            den += (double)ref[t * V + v] * ref[t * V + v];
+        }
+        worst = fmax(worst, sqrt(num / den));
+    }
+    print_message("worst per-position relative L2 vs llama2.c: %.3g\n", worst);
+    assert_true(worst < 1e-4);
+    /* the NLL the head reports is that of the logits it produced */
+    double lse = 0, mx = -INFINITY;
+    for (int64_t v = 0; v < V; v++)
+        mx = fmax(mx, logits[v]);
+    for (int64_t v = 0; v < V; v++)
+        lse += exp(logits[v] - mx);
+    assert_true(fabs(nll[0] - (mx + log(lse) - logits[tok.ids[1]])) < 1e-5);
+    assert_true(isnan(nll[T - 1]));
+    free(logits);
+    free(nll);
+    npy_free(&golden);
+    tokens_free(&tok);
+    fptq_model_close(&m);
+}
+
+/* 0.1% is the README's bar for a correct fp32 implementation. */
+static void test_golden_perplexity(void **state)
+{
+    (void)state;
+    fptq_eval_result r;
+    const double ppl = eval_ppl(MODEL, 16, &r);
+    print_message("fp32 ppl %.6f nll %.6f predicted %lld (golden %.6f)\n", ppl, r.nll,
+                  (long long)r.predicted, GOLDEN_PPL);
+    assert_int_equal(r.predicted, 16 * 255);
+    assert_true(fabs(ppl / GOLDEN_PPL - 1.0) < 1e-3);
+    assert_true(fabs(r.nll - GOLDEN_NLL) < 1e-3);
+}
+
+/* Windows are independent: one per batch or all in one give the same sum. */
+static void test_batching_does_not_change_result(void **state)
+{
+    (void)state;
+    fptq_eval_result r1, r16;
+    eval_ppl(MODEL, 1, &r1);
+    eval_ppl(MODEL, 16, &r16);
+    assert_true(fabs(r1.nll - r16.nll) < 1e-6);
+}
+
+/* BF16 weights perturb each weight by <= 2^-9 relative; 1% is the bar. */
+static void test_bf16_sharded_close_to_fp32(void **state)
+{
+    (void)state;
+    fptq_eval_result r32, r16;
+    eval_ppl(MODEL, 16, &r32);
+    eval_ppl(MODEL_BF16, 16, &r16);
+    print_message("bf16 two-shard ppl %.6f vs fp32 %.6f\n", r16.ppl, r32.ppl);
+    assert_true(fabs(r16.ppl / r32.ppl - 1.0) < 1e-2);
+    assert_true(r16.ppl != r32.ppl); /* the BF16 copy really is a different model */
+}
+
+static void test_eval_window_range_checked(void **state)
+{
+    (void)state;
+    fptq_model m;
+    fptq_tokens tok;
+    fptq_eval_result r;
+    check_ok(fptq_model_open(MODEL, &m));
+    check_ok(tokens_load(TOKENS, m.cfg.vocab_size, &tok));
+    fptq_eval_opts o = {.start = 98000, .seqlen = 256, .windows = 16, .batch = 16};
+    fptq_clear_error();
+    assert_int_equal(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), FPTQ_ERR_ARG);
+    assert_non_null(strstr(fptq_last_error(), "the file has 98864"));
+    fptq_clear_error();
+    o = (fptq_eval_opts){.start = 0, .seqlen = 1024, .windows = 1, .batch = 1};
+    assert_int_equal(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), FPTQ_ERR_ARG);
+    assert_non_null(strstr(fptq_last_error(), "max_position_embeddings 512"));
+    fptq_clear_error();
+    tokens_free(&tok);
+    fptq_model_close(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_logits_match_llama2c),
+        cmocka_unit_test(test_golden_perplexity),
+        cmocka_unit_test(test_batching_does_not_change_result),
+        cmocka_unit_test(test_bf16_sharded_close_to_fp32),
+        cmocka_unit_test(test_eval_window_range_checked),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

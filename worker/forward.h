@@ -1,0 +1,42 @@
+/*
+ * Layer-major forward pass: embedding, decoder layers on a batch of
+ * sequences held as one [n_seq * seq_len, hidden] activation matrix, and the
+ * head folded into per-token negative log-likelihoods without ever holding
+ * the whole [tokens, vocab] logits or the whole head matrix in memory.
+ */
+#ifndef FPTQ_FORWARD_H
+#define FPTQ_FORWARD_H
+
+#include "model.h"
+
+/* Scratch for one batch through one layer; sized once per batch shape. */
+typedef struct fptq_forward_ws {
+    int64_t rows;
+    float *h, *q, *k, *v, *attn, *o, *gate, *up;
+} fptq_forward_ws;
+
+fptq_status fptq_forward_ws_alloc(const llama_config *c, int64_t rows, fptq_forward_ws *ws);
+void fptq_forward_ws_free(fptq_forward_ws *ws);
+
+/* x[n, hidden] = embedding rows of ids[n] (rows converted on demand from the mmap). */
+fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x);
+
+/* One decoder layer, in place on x[n_seq * seq_len, hidden]. */
+fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
+                               const fptq_layer_weights *lw, const rope_table *rt, float *x,
+                               int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws);
+
+/* Final norm (in place on x[n, hidden]), then the head in vocabulary blocks:
+ * nll[i] = logsumexp(logits[i]) - logits[i][targets[i]] for targets[i] >= 0.
+ * When logits != NULL the full [n, vocab] logits are stored there too. */
+fptq_status fptq_head_nll(const fptq_backend *be, const fptq_model *m, float *x, int64_t n,
+                          const int32_t *targets, double *nll, float *logits);
+
+/* Whole forward of n_seq sequences of seq_len tokens, layer-major, with
+ * per-token NLL of the next token (the last token of each sequence has none:
+ * its nll entry is set to NAN). `progress` prints a line per layer. */
+fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const int32_t *ids,
+                             int64_t n_seq, int64_t seq_len, double *nll, float *logits,
+                             int progress);
+
+#endif
