@@ -18,9 +18,10 @@
 static void eval_usage(FILE *f)
 {
     fprintf(f,
-            "usage: fptq eval --model DIR --tokens FILE.npy [options]\n"
+            "usage: fptq eval (--model DIR | --checkpoint CKPT) --tokens FILE.npy [options]\n"
             "\n"
             "  --model DIR        Hugging Face model directory (config.json + safetensors)\n"
+            "  --checkpoint CKPT  an fptq checkpoint (the quantized model; no model directory needed)\n"
             "  --tokens FILE.npy  token ids (int32/int64/uint16/uint32, 1-D or 2-D, read flat)\n"
             "  --seqlen T         tokens per window (default 2048, capped by the model's context)\n"
             "  --windows N        number of consecutive windows (default 16)\n"
@@ -36,16 +37,17 @@ static void eval_usage(FILE *f)
 }
 
 typedef struct eval_args {
-    const char *model, *tokens, *backend;
+    const char *model, *checkpoint, *tokens, *backend;
     int64_t seqlen, windows, start, batch;
     int json, verbosity; /* 0 quiet, 1 default, 2 verbose */
 } eval_args;
 
 static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
 {
-    enum { O_MODEL = 1000, O_TOKENS, O_SEQLEN, O_WINDOWS, O_START, O_BATCH, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE };
+    enum { O_MODEL = 1000, O_CKPT, O_TOKENS, O_SEQLEN, O_WINDOWS, O_START, O_BATCH, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},     {"tokens", required_argument, 0, O_TOKENS},
+        {"checkpoint", required_argument, 0, O_CKPT},
         {"seqlen", required_argument, 0, O_SEQLEN},   {"windows", required_argument, 0, O_WINDOWS},
         {"start", required_argument, 0, O_START},     {"batch", required_argument, 0, O_BATCH},
         {"backend", required_argument, 0, O_BACKEND}, {"json", no_argument, 0, O_JSON},
@@ -60,6 +62,7 @@ static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case O_MODEL: a->model = optarg; break;
+        case O_CKPT: a->checkpoint = optarg; break;
         case O_TOKENS: a->tokens = optarg; break;
         case O_SEQLEN: FPTQ_TRY(cli_parse_i64("--seqlen", optarg, 2, &a->seqlen)); break;
         case O_WINDOWS: FPTQ_TRY(cli_parse_i64("--windows", optarg, 1, &a->windows)); break;
@@ -77,8 +80,8 @@ static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
     }
     if (optind < argc)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "fptq eval: unexpected argument '%s'", argv[optind]);
-    if (!a->model)
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "fptq eval: --model DIR is required");
+    if (!a->model == !a->checkpoint)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "fptq eval: --model DIR or --checkpoint CKPT is required (one of them)");
     if (!a->tokens)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "fptq eval: --tokens FILE.npy is required");
     return FPTQ_OK;
@@ -88,7 +91,7 @@ static void print_json(const eval_args *a, const fptq_model *m, const char *back
                        const fptq_eval_result *r)
 {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "model", a->model);
+    cJSON_AddStringToObject(o, a->model ? "model" : "checkpoint", a->model ? a->model : a->checkpoint);
     cJSON_AddStringToObject(o, "tokens", a->tokens);
     cJSON_AddStringToObject(o, "backend", backend);
     cJSON_AddNumberToObject(o, "layers", (double)m->cfg.num_hidden_layers);
@@ -124,7 +127,10 @@ int cmd_eval(int argc, char **argv)
     const fptq_backend *be = NULL;
     fptq_eval_result r = {0};
     FPTQ_TRY_GOTO(fptq_backend_select(a.backend, &be), st, done);
-    FPTQ_TRY_GOTO(fptq_model_open(a.model, &m), st, done);
+    if (a.model)
+        FPTQ_TRY_GOTO(fptq_model_open(a.model, &m), st, done);
+    else
+        FPTQ_TRY_GOTO(fptq_model_open_checkpoint(a.checkpoint, &m), st, done);
     FPTQ_TRY_GOTO(tokens_load(a.tokens, m.cfg.vocab_size, &tok), st, done);
     if (a.seqlen == 0)
         a.seqlen = m.cfg.max_position_embeddings < 2048 ? m.cfg.max_position_embeddings : 2048;
@@ -132,7 +138,7 @@ int cmd_eval(int argc, char **argv)
     fptq_eval_opts o = {.start = a.start, .seqlen = a.seqlen, .windows = a.windows, .batch = a.batch,
                         .progress = a.verbosity == 0 ? 0 : (a.verbosity == 2 || m.cfg.hidden_size >= 1024) ? 2 : 1};
     if (a.verbosity)
-        fptq_info("eval: %s, %lld layers, %lld windows x %lld tokens from %lld, backend %s", a.model,
+        fptq_info("eval: %s, %lld layers, %lld windows x %lld tokens from %lld, backend %s", m.dir,
                   (long long)m.cfg.num_hidden_layers, (long long)a.windows, (long long)a.seqlen,
                   (long long)a.start, be->name);
     FPTQ_TRY_GOTO(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), st, done);

@@ -21,10 +21,12 @@ static void usage(FILE *f)
             "usage: fptq <command> [options]\n"
             "\n"
             "commands:\n"
-            "  eval      perplexity of a model on a token file (fptq eval --help)\n"
+            "  quantize  calibrate and quantize a model into a checkpoint (fptq quantize --help)\n"
+            "  eval      perplexity of a model or checkpoint on a token file (fptq eval --help)\n"
+            "  inspect   what a checkpoint holds: recipe, provenance, layers, digests\n"
             "  version   print the version\n"
             "\n"
-            "Planned: quantize, plan, inspect, export (see the issues of the project).\n",
+            "Planned: plan, export (see the issues of the project).\n",
             FPTQ_VERSION);
 }
 
@@ -39,6 +41,17 @@ fptq_status cli_parse_i64(const char *opt, const char *val, int64_t min, int64_t
         return FPTQ_FAIL(FPTQ_ERR_ARG, "option %s: expected an integer >= %lld, got %lld", opt,
                          (long long)min, v);
     *out = v;
+    return FPTQ_OK;
+}
+
+fptq_status cli_parse_float(const char *opt, const char *val, double min, double max, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(val, &end);
+    if (val[0] == '\0' || *end != '\0' || errno == ERANGE || !(v >= min && v <= max))
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "option %s: expected a number in [%g, %g], got '%s'", opt, min, max, val);
+    *out = (float)v;
     return FPTQ_OK;
 }
 
@@ -62,6 +75,10 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (strcmp(cmd, "eval") == 0)
         return cmd_eval(argc - 1, argv + 1);
+    if (strcmp(cmd, "quantize") == 0)
+        return cmd_quantize(argc - 1, argv + 1);
+    if (strcmp(cmd, "inspect") == 0)
+        return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("fptq %s\n", FPTQ_VERSION);
         return FPTQ_EXIT_OK;

@@ -8,6 +8,7 @@
 #define FPTQ_BACKEND_H
 
 #include "../common/status.h"
+#include "quant.h"
 
 /* Rotary embedding parameters (HF rotate-half convention). */
 typedef struct rope_params {
@@ -51,6 +52,8 @@ typedef struct fptq_backend {
     fptq_status (*swiglu)(float *gate, const float *up, int64_t n);
     /* x[i] += y[i] */
     fptq_status (*add)(float *x, const float *y, int64_t n);
+    /* Fake-quantizes a linear's input X[rows, cols] in place (quant.h act_quant_apply). */
+    fptq_status (*act_quant)(const act_quant *a, float *X, int64_t rows, int64_t cols);
     /* Online log-sum-exp over column blocks: folds logits[n, cols] (row stride ld)
      * into the running row max m[n] and sum s[n] = sum exp(l - m). Start with m = -inf, s = 0. */
     fptq_status (*logsumexp_accumulate)(const float *logits, int64_t n, int64_t cols, int64_t ld,

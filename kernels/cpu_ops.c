@@ -144,6 +144,12 @@ static fptq_status cpu_logsumexp_accumulate(const float *logits, int64_t n, int6
     return FPTQ_OK;
 }
 
+static fptq_status cpu_act_quant(const act_quant *a, float *X, int64_t rows, int64_t cols)
+{
+    act_quant_apply(a, X, rows, cols);
+    return FPTQ_OK;
+}
+
 const fptq_backend fptq_backend_cpu = {
     .name = "cpu",
     .linear = cpu_linear,
@@ -152,5 +158,6 @@ const fptq_backend fptq_backend_cpu = {
     .attention = cpu_attention,
     .swiglu = cpu_swiglu,
     .add = cpu_add,
+    .act_quant = cpu_act_quant,
     .logsumexp_accumulate = cpu_logsumexp_accumulate,
 };

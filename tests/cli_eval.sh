@@ -62,7 +62,7 @@ expect_usage() { # name, expected substring, args...
     check "$name" $? "rc=$rc stderr='$(cat "$tmp/err")'"
 }
 expect_usage "unknown command" "unknown command 'evil'" evil
-expect_usage "missing --model" "--model DIR is required" eval --tokens "$ex/tinystories.tok512.npy"
+expect_usage "missing --model" "--model DIR or --checkpoint CKPT is required" eval --tokens "$ex/tinystories.tok512.npy"
 expect_usage "non-integer --windows" "option --windows: expected an integer, got '1x'" eval "${golden_args[@]}" --windows 1x
 expect_usage "unknown option" "--frobnicate" eval "${golden_args[@]}" --frobnicate
 expect_usage "window past the end of the tokens" "the file has 98864" eval --model "$ex/stories260K" --tokens "$ex/tinystories.tok512.npy" --seqlen 256 --windows 400

@@ -45,21 +45,35 @@ void fptq_forward_ws_free(fptq_forward_ws *ws)
 
 fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x)
 {
-    const st_tensor *emb;
-    FPTQ_TRY(st_model_get(m->st, "model.embed_tokens.weight", &emb));
-    const int64_t vocab = emb->shape[0];
+    const int64_t vocab = m->cfg.vocab_size;
     for (int64_t i = 0; i < n; i++) {
         if (ids[i] < 0 || ids[i] >= vocab)
             return FPTQ_FAIL(FPTQ_ERR_ARG, "token id %d at position %lld is outside the vocabulary [0, %lld)",
                              ids[i], (long long)i, (long long)vocab);
-        FPTQ_TRY(st_tensor_rows_to_f32(emb, ids[i], 1, x + i * m->cfg.hidden_size));
+        FPTQ_TRY(fptq_model_embed_rows(m, ids[i], 1, x + i * m->cfg.hidden_size));
     }
+    return FPTQ_OK;
+}
+
+/* The hook (calibration), then the input's fake-quantization, of group g. */
+static fptq_status before_group(const fptq_backend *be, const fptq_layer_weights *lw,
+                                const fptq_layer_hooks *hooks, fptq_linear_group g, float *X,
+                                int64_t rows, int64_t cols)
+{
+    if (hooks)
+        FPTQ_TRY(hooks->before_group(hooks->ctx, g, X, rows, cols));
+    fptq_linear_id first;
+    int count;
+    fptq_linear_group_members(g, &first, &count);
+    if (lw->act[first].kind != ACTQ_NONE)
+        FPTQ_TRY(be->act_quant(&lw->act[first], X, rows, cols));
     return FPTQ_OK;
 }
 
 fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
                                const fptq_layer_weights *lw, const rope_table *rt, float *x,
-                               int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws)
+                               int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws,
+                               const fptq_layer_hooks *hooks)
 {
     const int64_t rows = n_seq * seq_len, hidden = c->hidden_size;
     const int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
@@ -71,6 +85,7 @@ fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
 
     /* attention block: x += o_proj(attention(rope(q), rope(k), v)) */
     FPTQ_TRY(be->rmsnorm(x, rows, hidden, lw->attn_norm, eps, ws->h));
+    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_QKV, ws->h, rows, hidden));
     fptq_linear_shape(c, LIN_Q, &out, &in);
     FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_Q], out, lw->bias[LIN_Q], ws->q));
     fptq_linear_shape(c, LIN_K, &out, &in);
@@ -80,16 +95,19 @@ fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
     FPTQ_TRY(be->rope(ws->k, n_seq, seq_len, nkv, rt));
     FPTQ_TRY(be->attention(ws->q, ws->k, ws->v, n_seq, seq_len, nh, nkv, hd, ws->attn));
     fptq_linear_shape(c, LIN_O, &out, &in);
+    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_O, ws->attn, rows, in));
     FPTQ_TRY(be->linear(ws->attn, rows, in, lw->w[LIN_O], out, lw->bias[LIN_O], ws->o));
     FPTQ_TRY(be->add(x, ws->o, rows * hidden));
 
     /* MLP block: x += down(silu(gate(h)) * up(h)) */
     FPTQ_TRY(be->rmsnorm(x, rows, hidden, lw->mlp_norm, eps, ws->h));
+    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_GATE_UP, ws->h, rows, hidden));
     fptq_linear_shape(c, LIN_GATE, &out, &in);
     FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_GATE], out, NULL, ws->gate));
     FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_UP], out, NULL, ws->up));
     FPTQ_TRY(be->swiglu(ws->gate, ws->up, rows * out));
     fptq_linear_shape(c, LIN_DOWN, &out, &in);
+    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_DOWN, ws->gate, rows, in));
     FPTQ_TRY(be->linear(ws->gate, rows, in, lw->w[LIN_DOWN], out, NULL, ws->o));
     FPTQ_TRY(be->add(x, ws->o, rows * hidden));
     return FPTQ_OK;
@@ -100,9 +118,6 @@ fptq_status fptq_head_nll(const fptq_backend *be, const fptq_model *m, float *x,
 {
     const llama_config *c = &m->cfg;
     const int64_t hidden = c->hidden_size, vocab = c->vocab_size;
-    const st_tensor *head = fptq_model_head(m);
-    if (!head)
-        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "model %s has no head tensor", m->dir);
     float *norm = NULL, *w = NULL, *block = NULL;
     double *mx = NULL, *sum = NULL, *target_logit = NULL;
     const int64_t bs = vocab < HEAD_BLOCK ? vocab : HEAD_BLOCK;
@@ -114,14 +129,14 @@ fptq_status fptq_head_nll(const fptq_backend *be, const fptq_model *m, float *x,
     FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(double), "row sum", &sum), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(double), "target logits", &target_logit), st, done);
 
-    FPTQ_TRY_GOTO(st_model_read_f32(m->st, "model.norm.weight", 1, &hidden, norm), st, done);
+    FPTQ_TRY_GOTO(fptq_model_final_norm(m, norm), st, done);
     FPTQ_TRY_GOTO(be->rmsnorm(x, n, hidden, norm, (float)c->rms_norm_eps, x), st, done);
     for (int64_t i = 0; i < n; i++)
         mx[i] = -INFINITY;
 
     for (int64_t v0 = 0; v0 < vocab; v0 += bs) {
         const int64_t nb = vocab - v0 < bs ? vocab - v0 : bs;
-        FPTQ_TRY_GOTO(st_tensor_rows_to_f32(head, v0, nb, w), st, done);
+        FPTQ_TRY_GOTO(fptq_model_head_rows(m, v0, nb, w), st, done);
         FPTQ_TRY_GOTO(be->linear(x, n, hidden, w, nb, NULL, block), st, done);
         FPTQ_TRY_GOTO(be->logsumexp_accumulate(block, n, nb, nb, mx, sum), st, done);
         for (int64_t i = 0; i < n; i++) {
@@ -164,7 +179,7 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
         const double t0 = fptq_now();
         st = fptq_layer_load(m, l, &lw);
         if (st == FPTQ_OK)
-            st = fptq_layer_forward(be, c, &lw, &rt, x, n_seq, seq_len, &ws);
+            st = fptq_layer_forward(be, c, &lw, &rt, x, n_seq, seq_len, &ws, NULL);
         if (st != FPTQ_OK) {
             fptq_error_context("layer %lld", (long long)l);
             fptq_trace(__FILE__, __LINE__, "layer");

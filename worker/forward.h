@@ -21,10 +21,20 @@ void fptq_forward_ws_free(fptq_forward_ws *ws);
 /* x[n, hidden] = embedding rows of ids[n] (rows converted on demand from the mmap). */
 fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x);
 
-/* One decoder layer, in place on x[n_seq * seq_len, hidden]. */
+/* Called with the input X[rows, cols] of a group of linears just before
+ * they run (calibration). It may change the layer's weights and norms and X
+ * itself (scale folds, quantization); the group then runs with what it left,
+ * its input fake-quantized by lw->act when set. */
+typedef struct fptq_layer_hooks {
+    fptq_status (*before_group)(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols);
+    void *ctx;
+} fptq_layer_hooks;
+
+/* One decoder layer, in place on x[n_seq * seq_len, hidden]; hooks may be NULL. */
 fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
                                const fptq_layer_weights *lw, const rope_table *rt, float *x,
-                               int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws);
+                               int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws,
+                               const fptq_layer_hooks *hooks);
 
 /* Final norm (in place on x[n, hidden]), then the head in vocabulary blocks:
  * nll[i] = logsumexp(logits[i]) - logits[i][targets[i]] for targets[i] >= 0.

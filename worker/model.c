@@ -15,6 +15,20 @@ static const char *const linear_names[LIN_COUNT] = {
 
 const char *fptq_linear_name(fptq_linear_id id) { return linear_names[id]; }
 
+void fptq_linear_group_members(fptq_linear_group g, fptq_linear_id *first, int *count)
+{
+    static const fptq_linear_id firsts[LGROUP_COUNT] = {LIN_Q, LIN_O, LIN_GATE, LIN_DOWN};
+    static const int counts[LGROUP_COUNT] = {3, 1, 2, 1};
+    *first = firsts[g];
+    *count = counts[g];
+}
+
+const char *fptq_linear_group_name(fptq_linear_group g)
+{
+    static const char *const names[LGROUP_COUNT] = {"q/k/v", "o", "gate/up", "down"};
+    return names[g];
+}
+
 void fptq_linear_shape(const llama_config *c, fptq_linear_id id, int64_t *out, int64_t *in)
 {
     const int64_t q_dim = c->num_attention_heads * c->head_dim;
@@ -127,10 +141,31 @@ fptq_status fptq_model_open(const char *dir, fptq_model *m)
     return st;
 }
 
+fptq_status fptq_model_open_checkpoint(const char *dir, fptq_model *m)
+{
+    memset(m, 0, sizeof *m);
+    if (strlen(dir) >= sizeof m->dir - 32)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint path too long: %s", dir);
+    snprintf(m->dir, sizeof m->dir, "%s", dir);
+    FPTQ_TRY(ckpt_open(dir, &m->ck));
+    char source[sizeof m->dir + 32];
+    snprintf(source, sizeof source, "%s/index.h5 (config)", dir);
+    fptq_status st = llama_config_parse(ckpt_config_json(m->ck), source, &m->cfg);
+    for (int64_t l = 0; st == FPTQ_OK && l < m->cfg.num_hidden_layers; l++)
+        if (!ckpt_layer_done(m->ck, l))
+            st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s: layer %lld is not finished; run fptq quantize --resume first",
+                           dir, (long long)l);
+    if (st != FPTQ_OK)
+        fptq_model_close(m);
+    return st;
+}
+
 void fptq_model_close(fptq_model *m)
 {
     st_model_close(m->st);
     m->st = NULL;
+    ckpt_close(m->ck);
+    m->ck = NULL;
 }
 
 fptq_status fptq_layer_alloc(const llama_config *c, fptq_layer_weights *lw)
@@ -163,9 +198,50 @@ void fptq_layer_free(fptq_layer_weights *lw)
     memset(lw, 0, sizeof *lw);
 }
 
+fptq_status fptq_layer_from_ckpt(const llama_config *c, const ckpt_layer *cl, fptq_layer_weights *lw)
+{
+    if (cl->hidden != c->hidden_size || cl->n_linears != LIN_COUNT)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "stored layer %lld: hidden %lld and %d linears, expected %lld and %d",
+                         (long long)cl->index, (long long)cl->hidden, cl->n_linears,
+                         (long long)c->hidden_size, LIN_COUNT);
+    memcpy(lw->attn_norm, cl->attn_norm, (size_t)c->hidden_size * sizeof(float));
+    memcpy(lw->mlp_norm, cl->mlp_norm, (size_t)c->hidden_size * sizeof(float));
+    for (int id = 0; id < LIN_COUNT; id++) {
+        const ckpt_linear *cn = &cl->lin[id];
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        if (strcmp(cn->name, linear_names[id]) != 0 || cn->q.rows != out || cn->q.cols != in ||
+            (cn->bias != NULL) != (lw->bias[id] != NULL))
+            return FPTQ_FAIL(FPTQ_ERR_FORMAT, "stored layer %lld: linear %d is %s [%lld, %lld]%s, expected %s [%lld, %lld]%s",
+                             (long long)cl->index, id, cn->name, (long long)cn->q.rows, (long long)cn->q.cols,
+                             cn->bias ? " with bias" : "", linear_names[id], (long long)out, (long long)in,
+                             lw->bias[id] ? " with bias" : "");
+        quant_dequantize(&cn->q, lw->w[id]);
+        if (cn->bias)
+            memcpy(lw->bias[id], cn->bias, (size_t)out * sizeof(float));
+        lw->act[id] = cn->act;
+    }
+    return FPTQ_OK;
+}
+
+static fptq_status layer_load_checkpoint(const fptq_model *m, int64_t layer, fptq_layer_weights *lw)
+{
+    ckpt_layer cl;
+    memset(&cl, 0, sizeof cl);
+    fptq_status st = ckpt_read_layer(m->ck, layer, &cl);
+    if (st == FPTQ_OK)
+        st = fptq_layer_from_ckpt(&m->cfg, &cl, lw);
+    ckpt_layer_free(&cl);
+    return st;
+}
+
 fptq_status fptq_layer_load(const fptq_model *m, int64_t layer, fptq_layer_weights *lw)
 {
     const llama_config *c = &m->cfg;
+    if (m->ck)
+        return layer_load_checkpoint(m, layer, lw);
+    for (int id = 0; id < LIN_COUNT; id++)
+        lw->act[id] = (act_quant){.kind = ACTQ_NONE};
     char name[256];
     const int64_t hidden = c->hidden_size;
     snprintf(name, sizeof name, "model.layers.%lld.input_layernorm.weight", (long long)layer);
@@ -185,7 +261,29 @@ fptq_status fptq_layer_load(const fptq_model *m, int64_t layer, fptq_layer_weigh
     return FPTQ_OK;
 }
 
-const st_tensor *fptq_model_head(const fptq_model *m)
+fptq_status fptq_model_embed_rows(const fptq_model *m, int64_t row0, int64_t n, float *dst)
 {
-    return st_model_find(m->st, m->cfg.tie_word_embeddings ? "model.embed_tokens.weight" : "lm_head.weight");
+    if (m->ck)
+        return ckpt_read_shared_rows(m->ck, "embed_tokens", row0, n, dst);
+    const st_tensor *t;
+    FPTQ_TRY(st_model_get(m->st, "model.embed_tokens.weight", &t));
+    return st_tensor_rows_to_f32(t, row0, n, dst);
+}
+
+fptq_status fptq_model_head_rows(const fptq_model *m, int64_t row0, int64_t n, float *dst)
+{
+    const int tied = m->cfg.tie_word_embeddings;
+    if (m->ck)
+        return ckpt_read_shared_rows(m->ck, tied ? "embed_tokens" : "lm_head", row0, n, dst);
+    const st_tensor *t;
+    FPTQ_TRY(st_model_get(m->st, tied ? "model.embed_tokens.weight" : "lm_head.weight", &t));
+    return st_tensor_rows_to_f32(t, row0, n, dst);
+}
+
+fptq_status fptq_model_final_norm(const fptq_model *m, float *dst)
+{
+    if (m->ck)
+        return ckpt_read_shared_rows(m->ck, "norm", 0, 1, dst);
+    const int64_t hidden = m->cfg.hidden_size;
+    return st_model_read_f32(m->st, "model.norm.weight", 1, &hidden, dst);
 }

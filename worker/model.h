@@ -8,13 +8,18 @@
 #ifndef FPTQ_MODEL_H
 #define FPTQ_MODEL_H
 
+#include "../io/checkpoint.h"
 #include "../io/config.h"
 #include "../io/safetensors.h"
 #include "../kernels/backend.h"
+#include "../kernels/quant.h"
 
+/* A model comes from a Hugging Face directory (st) or from an fptq
+ * checkpoint (ck): exactly one of the two is set. */
 typedef struct fptq_model {
     llama_config cfg;
     st_model *st;
+    ckpt *ck;
     char dir[4096];
 } fptq_model;
 
@@ -30,7 +35,14 @@ typedef struct fptq_layer_weights {
     float *attn_norm, *mlp_norm;       /* [hidden] */
     float *w[LIN_COUNT];               /* [out, in] fp32 */
     float *bias[LIN_COUNT];            /* [out] or NULL when the model has none */
+    act_quant act[LIN_COUNT];          /* fake-quantization of each linear's input */
 } fptq_layer_weights;
+
+/* Linears that read the same input, in true-sequential order. */
+typedef enum { LGROUP_QKV, LGROUP_O, LGROUP_GATE_UP, LGROUP_DOWN, LGROUP_COUNT } fptq_linear_group;
+/* The linears of group g: first and count (they are consecutive ids). */
+void fptq_linear_group_members(fptq_linear_group g, fptq_linear_id *first, int *count);
+const char *fptq_linear_group_name(fptq_linear_group g);
 
 /* Opens DIR/config.json and the safetensors of DIR, and checks (headers
  * only, no weight is read) that every tensor the config implies is present
@@ -41,11 +53,24 @@ void fptq_model_close(fptq_model *m);
 
 fptq_status fptq_layer_alloc(const llama_config *c, fptq_layer_weights *lw);
 void fptq_layer_free(fptq_layer_weights *lw);
-/* Converts layer `layer`'s tensors to fp32 into lw (allocated by fptq_layer_alloc). */
-fptq_status fptq_layer_load(const fptq_model *m, int64_t layer, fptq_layer_weights *lw);
+/* Opens an fptq checkpoint as a model (its config, shared tensors, and
+ * layers dequantized on load). */
+fptq_status fptq_model_open_checkpoint(const char *dir, fptq_model *m);
 
-/* The head matrix: lm_head.weight, or the embedding when tied. */
-const st_tensor *fptq_model_head(const fptq_model *m);
+/* Layer `layer` in fp32 into lw (allocated by fptq_layer_alloc): converted
+ * from safetensors, or dequantized from the checkpoint with its activation
+ * quantization. */
+fptq_status fptq_layer_load(const fptq_model *m, int64_t layer, fptq_layer_weights *lw);
+/* A stored layer in fp32: weights dequantized, folded norms, biases, act quant.
+ * Resume, eval and the quantizer's own hand-off all go through this one
+ * function, so a layer's output is the same bits whichever path made it. */
+fptq_status fptq_layer_from_ckpt(const llama_config *c, const ckpt_layer *cl, fptq_layer_weights *lw);
+
+/* Rows [row0, row0 + n) of the embedding / of the head (lm_head, or the
+ * embedding when tied), and the final norm weight, in fp32. */
+fptq_status fptq_model_embed_rows(const fptq_model *m, int64_t row0, int64_t n, float *dst);
+fptq_status fptq_model_head_rows(const fptq_model *m, int64_t row0, int64_t n, float *dst);
+fptq_status fptq_model_final_norm(const fptq_model *m, float *dst);
 
 rope_params fptq_rope_params(const llama_config *c);
 

@@ -1,0 +1,143 @@
+/*
+ * `fptq quantize`: the command line over fptq_quantize(); a one-line
+ * summary (or JSON) on stdout, progress per layer on stderr.
+ */
+#define _GNU_SOURCE /* getopt_long */
+#include "cli.h"
+
+#include "../worker/quantize.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void quantize_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: fptq quantize --model DIR --calib FILE.npy --out CKPT_DIR [options]\n"
+            "\n"
+            "  --model DIR            Hugging Face model directory\n"
+            "  --calib FILE.npy       calibration tokens (1-D stream cut into samples, or 2-D samples x len)\n"
+            "  --calib-samples N      calibration samples (default 128)\n"
+            "  --calib-seqlen T       tokens per sample (default 2048, capped by the model's context)\n"
+            "  --scheme S             w4a16 | w3a16 | w8a16 | w8a8 | fp8 (default w4a16)\n"
+            "  --method M             rtn | gptq | awq (default gptq; fp8 uses rtn)\n"
+            "  --group-size G         columns per scale group, 0 = per output channel (default 128)\n"
+            "  --sym | --asym         symmetric (default) or asymmetric integer codes\n"
+            "  --act-order            GPTQ: columns by decreasing Hessian diagonal (static groups, g_idx stored)\n"
+            "  --damp F               GPTQ damping, fraction of mean(diag H) (default 0.01)\n"
+            "  --smoothquant ALPHA    SmoothQuant before w8a8 / fp8, ALPHA in [0, 1] (e.g. 0.5)\n"
+            "  --dynamic              w8a8: per-token dynamic activation scales (default static per-tensor)\n"
+            "  --propagate P          quantized (default): each layer calibrated on the quantized layers'\n"
+            "                         output; fp: on the full-precision output\n"
+            "  --out CKPT_DIR         checkpoint directory; an existing one is refused without --resume\n"
+            "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration)\n"
+            "  --max-layers K         stop cleanly after K more layers (exit status 3, resumable)\n"
+            "  --backend NAME         cpu | cuda | auto (default auto)\n"
+            "  --json                 print one JSON object as the summary\n"
+            "  --quiet | --verbose\n"
+            "\n"
+            "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
+}
+
+int cmd_quantize(int argc, char **argv)
+{
+    enum { O_MODEL = 1000, O_CALIB, O_SAMPLES, O_SEQLEN, O_SCHEME, O_METHOD, O_GROUP, O_SYM, O_ASYM, O_ACTORDER,
+           O_DAMP, O_SQ, O_DYNAMIC, O_PROPAGATE, O_OUT, O_RESUME, O_MAXL, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE };
+    static const struct option opts[] = {
+        {"model", required_argument, 0, O_MODEL}, {"calib", required_argument, 0, O_CALIB},
+        {"calib-samples", required_argument, 0, O_SAMPLES}, {"calib-seqlen", required_argument, 0, O_SEQLEN},
+        {"scheme", required_argument, 0, O_SCHEME}, {"method", required_argument, 0, O_METHOD},
+        {"group-size", required_argument, 0, O_GROUP}, {"sym", no_argument, 0, O_SYM},
+        {"asym", no_argument, 0, O_ASYM}, {"act-order", no_argument, 0, O_ACTORDER},
+        {"damp", required_argument, 0, O_DAMP}, {"smoothquant", required_argument, 0, O_SQ},
+        {"dynamic", no_argument, 0, O_DYNAMIC}, {"propagate", required_argument, 0, O_PROPAGATE},
+        {"out", required_argument, 0, O_OUT}, {"resume", no_argument, 0, O_RESUME},
+        {"max-layers", required_argument, 0, O_MAXL}, {"backend", required_argument, 0, O_BACKEND},
+        {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, O_QUIET},
+        {"verbose", no_argument, 0, O_VERBOSE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    fptq_quantize_opts o = {.progress = 1};
+    const char *scheme = "w4a16", *method = NULL, *propagate = "quantized", *backend = "auto";
+    int64_t samples = 128, seqlen = 0, group = -1;
+    int sym = 1, act_order = 0, dynamic = 0, json = 0, verbosity = 1;
+    float damp = 0.01f, sq = -1.0f;
+    fptq_status st = FPTQ_OK;
+    opterr = 0;
+    optind = 1;
+    int c;
+    while (st == FPTQ_OK && (c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case O_MODEL: o.model_dir = optarg; break;
+        case O_CALIB: o.calib_path = optarg; break;
+        case O_SAMPLES: st = cli_parse_i64("--calib-samples", optarg, 1, &samples); break;
+        case O_SEQLEN: st = cli_parse_i64("--calib-seqlen", optarg, 1, &seqlen); break;
+        case O_SCHEME: scheme = optarg; break;
+        case O_METHOD: method = optarg; break;
+        case O_GROUP: st = cli_parse_i64("--group-size", optarg, 0, &group); break;
+        case O_SYM: sym = 1; break;
+        case O_ASYM: sym = 0; break;
+        case O_ACTORDER: act_order = 1; break;
+        case O_DAMP: st = cli_parse_float("--damp", optarg, 0.0, 1.0, &damp); break;
+        case O_SQ: st = cli_parse_float("--smoothquant", optarg, 0.0, 1.0, &sq); break;
+        case O_DYNAMIC: dynamic = 1; break;
+        case O_PROPAGATE: propagate = optarg; break;
+        case O_OUT: o.out_dir = optarg; break;
+        case O_RESUME: o.resume = 1; break;
+        case O_MAXL: st = cli_parse_i64("--max-layers", optarg, 1, &o.max_layers); break;
+        case O_BACKEND: backend = optarg; break;
+        case O_JSON: json = 1; break;
+        case O_QUIET: verbosity = 0; break;
+        case O_VERBOSE: verbosity = 2; break;
+        case 'h': quantize_usage(stdout); return FPTQ_EXIT_OK;
+        default:
+            st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: unknown option or missing value '%s' (see fptq quantize --help)",
+                           argv[optind - 1]);
+        }
+    }
+    if (st == FPTQ_OK && optind < argc)
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: unexpected argument '%s'", argv[optind]);
+    if (st == FPTQ_OK && (!o.model_dir || !o.calib_path || !o.out_dir))
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --model, --calib and --out are required (see fptq quantize --help)");
+    if (!method)
+        method = strcmp(scheme, "fp8") == 0 ? "rtn" : "gptq";
+    if (st == FPTQ_OK)
+        st = fptq_recipe_make(scheme, method, group, sym, act_order, damp, sq, dynamic, propagate, &o.recipe);
+    if (st != FPTQ_OK)
+        return cli_report(st);
+    o.recipe.calib_samples = samples;
+    o.recipe.calib_seqlen = seqlen;
+    o.progress = verbosity > 0;
+    fptq_log_set_level(verbosity == 0 ? FPTQ_LOG_WARN : verbosity == 2 ? FPTQ_LOG_DEBUG : FPTQ_LOG_INFO);
+
+    const fptq_backend *be;
+    fptq_quantize_result r;
+    st = fptq_backend_select(backend, &be);
+    if (st == FPTQ_OK)
+        st = fptq_quantize(be, &o, &r);
+    if (st != FPTQ_OK)
+        return cli_report(st);
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "checkpoint", o.out_dir);
+        cJSON_AddStringToObject(j, "status", r.stopped_early ? "stopped" : "done");
+        cJSON_AddNumberToObject(j, "layers", (double)r.layers_total);
+        cJSON_AddNumberToObject(j, "layers_quantized", (double)r.layers_done_now);
+        cJSON_AddNumberToObject(j, "layers_restored", (double)r.layers_skipped);
+        cJSON_AddNumberToObject(j, "seconds", r.seconds);
+        if (!r.stopped_early)
+            cJSON_AddStringToObject(j, "digest", r.digest);
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else if (r.stopped_early) {
+        printf("stopped after %lld layer(s) as asked; %s is resumable with --resume\n", (long long)r.layers_done_now, o.out_dir);
+    } else {
+        printf("done: %s, %lld layers (%lld quantized now, %lld restored), %.1f s, digest %s\n", o.out_dir,
+               (long long)r.layers_total, (long long)r.layers_done_now, (long long)r.layers_skipped, r.seconds, r.digest);
+    }
+    return r.stopped_early ? FPTQ_EXIT_STOPPED : FPTQ_EXIT_OK;
+}

@@ -1,0 +1,98 @@
+/*
+ * The fptq checkpoint: a directory of HDF5 files that a killed job resumes
+ * from. One file per decoder layer (layers/layer-NNNNN.h5, written to a
+ * temporary name, fsync'd, renamed, folder fsync'd: a kill at any moment
+ * leaves every finished layer intact), shared.h5 for the tensors left
+ * unquantized (embedding, final norm, head), and index.h5 tying them
+ * together: config, recipe, provenance, and the per-layer manifest (status,
+ * content digest, losses), rewritten atomically after every layer.
+ * (A file per layer rather than per stage: HDF5 is not crash-safe while a
+ * file is open for writing, and per-layer files let any rank write its own.)
+ */
+#ifndef FPTQ_CHECKPOINT_H
+#define FPTQ_CHECKPOINT_H
+
+#include "../common/status.h"
+#include "../kernels/quant.h"
+
+#define CKPT_MAX_LINEARS 7
+
+/* One quantized linear as stored. */
+typedef struct ckpt_linear {
+    char name[32];            /* "self_attn.q_proj", ... */
+    quant_tensor q;           /* codes stored packed (INT) or as bytes (FP8) */
+    float *bias;              /* [rows] or NULL */
+    act_quant act;            /* input activation quantization */
+    char method[16];          /* "rtn", "gptq", "awq" */
+    float damp;               /* GPTQ damping used (0 otherwise) */
+    double loss;              /* method's loss (GPTQ proxy loss; AWQ output error) */
+} ckpt_linear;
+
+/* One decoder layer as stored: folded norms plus its linears. */
+typedef struct ckpt_layer {
+    int64_t index;
+    int64_t hidden;
+    float *attn_norm, *mlp_norm;   /* [hidden] (after any AWQ / SmoothQuant fold) */
+    int n_linears;
+    ckpt_linear lin[CKPT_MAX_LINEARS];
+    double seconds;                /* time spent on it, for the manifest */
+} ckpt_layer;
+void ckpt_layer_free(ckpt_layer *l);   /* frees every array it owns */
+
+/* A tensor kept in the input model's dtype ("F32", "BF16", "F16"): raw bytes. */
+typedef struct ckpt_raw_tensor {
+    const char *name;         /* "embed_tokens", "norm", "lm_head" */
+    const char *dtype;
+    int ndim;
+    int64_t shape[2];
+    const void *data;
+} ckpt_raw_tensor;
+
+/* What the index carries besides the manifest. JSON texts, stored verbatim. */
+typedef struct ckpt_meta {
+    const char *config_json;      /* the model's config.json */
+    const char *recipe_json;      /* the full quantization recipe */
+    const char *provenance_json;  /* fptq version, sha256 of model files and tokens, time, world */
+    int64_t n_layers;
+} ckpt_meta;
+
+typedef struct ckpt ckpt;
+
+/* Creates DIR (which must not exist: an existing path is refused, never
+ * overwritten), writes index.h5 with the meta and an all-pending manifest. */
+fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out);
+/* Opens an existing checkpoint for reading and resuming. */
+fptq_status ckpt_open(const char *dir, ckpt **out);
+void ckpt_close(ckpt *c);
+
+const char *ckpt_config_json(const ckpt *c);
+const char *ckpt_recipe_json(const ckpt *c);
+const char *ckpt_provenance_json(const ckpt *c);
+int64_t ckpt_n_layers(const ckpt *c);
+
+/* shared.h5: written once, durably (tmp + fsync + rename). */
+fptq_status ckpt_write_shared(ckpt *c, const ckpt_raw_tensor *t, int n);
+int ckpt_has_shared(const ckpt *c);
+/* Rows [row0, row0 + n) of a shared 2-D tensor (or the whole 1-D one with row0 = 0, n = 1)
+ * converted to fp32. A missing tensor is FPTQ_ERR_FORMAT naming it (lm_head is absent when tied). */
+fptq_status ckpt_read_shared_rows(const ckpt *c, const char *name, int64_t row0, int64_t n, float *dst);
+int ckpt_has_shared_tensor(const ckpt *c, const char *name);
+
+/* Writes layer l durably, then marks it done in the manifest (the index is
+ * rewritten to a temporary file and renamed). digest_hex gets the layer's
+ * content digest (sha256 over names, dtypes, shapes, attributes and bytes). */
+fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *layer, char digest_hex[65]);
+int ckpt_layer_done(const ckpt *c, int64_t l);
+/* Reads a finished layer; its digest is recomputed and must equal the manifest's
+ * (a corrupted or truncated file is FPTQ_ERR_FORMAT naming the file). */
+fptq_status ckpt_read_layer(const ckpt *c, int64_t l, ckpt_layer *out);
+/* Manifest entry of layer l: status "done" or "pending", digest, seconds, and the
+ * per-linear losses as JSON text (owned by the checkpoint). */
+const char *ckpt_layer_digest(const ckpt *c, int64_t l);      /* "" when pending */
+const char *ckpt_layer_manifest_json(const ckpt *c, int64_t l);
+
+/* Digest of the whole checkpoint: sha256 over the recipe, the shared tensors'
+ * digest and every layer digest in order. Needs every layer done. */
+fptq_status ckpt_digest(const ckpt *c, char digest_hex[65]);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * The quantization job on one rank: calibrate each decoder layer on real
+ * token data, quantize its linears true-sequentially (q/k/v, o, gate/up,
+ * down, each group seeing the previous groups' quantized output), write it
+ * durably to the checkpoint, and hand the layer's output to the next one.
+ */
+#ifndef FPTQ_QUANTIZE_H
+#define FPTQ_QUANTIZE_H
+
+#include "../io/npy.h"
+#include "model.h"
+
+typedef enum { METHOD_RTN, METHOD_GPTQ, METHOD_AWQ } fptq_method;
+typedef enum { PROPAGATE_QUANTIZED, PROPAGATE_FP } fptq_propagate;
+
+/* Everything that decides the checkpoint's content; a resume must match it. */
+typedef struct fptq_recipe {
+    char scheme[8];            /* w4a16 w3a16 w8a16 w8a8 fp8 */
+    fptq_method method;
+    quant_spec weight;
+    int act_order;             /* GPTQ: columns by decreasing Hessian diagonal, static groups */
+    float damp;                /* GPTQ: damping as a fraction of mean(diag H) */
+    float smoothquant_alpha;   /* < 0: no SmoothQuant */
+    act_quant_kind act;        /* activation quantization of every linear's input */
+    fptq_propagate propagate;
+    int64_t calib_samples, calib_seqlen;
+} fptq_recipe;
+
+/* Builds and validates a recipe from command-line choices; group_size < 0
+ * means the scheme's default. Errors name the option. */
+fptq_status fptq_recipe_make(const char *scheme, const char *method, int64_t group_size, int sym,
+                             int act_order, float damp, float smoothquant_alpha, int dynamic,
+                             const char *propagate, fptq_recipe *r);
+/* Canonical JSON text (caller frees). */
+char *fptq_recipe_json(const fptq_recipe *r);
+const char *fptq_method_name(fptq_method m);
+
+typedef struct fptq_quantize_opts {
+    const char *model_dir, *calib_path, *out_dir;
+    int resume;
+    int64_t max_layers;        /* stop cleanly after this many more layers; 0 = no limit */
+    int progress;
+    fptq_recipe recipe;
+} fptq_quantize_opts;
+
+typedef struct fptq_quantize_result {
+    int64_t layers_total, layers_done_now, layers_skipped;
+    int stopped_early;         /* --max-layers reached: the checkpoint is resumable */
+    double seconds;
+    char digest[65];           /* whole-checkpoint digest, when finished */
+    double loss[LIN_COUNT];    /* summed over the layers quantized by this run */
+} fptq_quantize_result;
+
+fptq_status fptq_quantize(const fptq_backend *be, const fptq_quantize_opts *o, fptq_quantize_result *r);
+
+/* The calibration stream cut into samples: n_samples x seq_len tokens from the
+ * start of a 1-D stream, or the first seq_len tokens of the first n_samples rows. */
+fptq_status fptq_calib_samples(const fptq_tokens *t, int64_t n_samples, int64_t seq_len, const char *path,
+                               int32_t **ids);
+
+#endif
