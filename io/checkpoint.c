@@ -1136,6 +1136,24 @@ void ckpt_close(ckpt *c)
     free(c);
 }
 
+/* mkdir -p of every folder above dir (dir itself is created by the caller). */
+static fptq_status make_parents(const char *dir)
+{
+    char path[4096];
+    if (strlen(dir) >= sizeof path)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint directory path too long: %s", dir);
+    snprintf(path, sizeof path, "%s", dir);
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST)
+            return FPTQ_FAIL(FPTQ_ERR_IO, "cannot create folder %s for checkpoint %s: %s", path, dir, strerror(errno));
+        *p = '/';
+    }
+    return FPTQ_OK;
+}
+
 fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
 {
     *out = NULL;
@@ -1152,6 +1170,7 @@ fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
         return FPTQ_FAIL(FPTQ_ERR_ARG, refuse, dir);
     if (errno != ENOENT)
         return FPTQ_FAIL(FPTQ_ERR_IO, "cannot check checkpoint directory %s: %s", dir, strerror(errno));
+    FPTQ_TRY(make_parents(dir));
     /* mkdir is the real test: it fails with EEXIST if a concurrent run won the race */
     if (mkdir(dir, 0777) != 0) {
         if (errno == EEXIST)

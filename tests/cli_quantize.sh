@@ -29,18 +29,18 @@ ppl_of() { "$fptq" eval --checkpoint "$1" "${evalargs[@]}" | sed -n 's/.* ppl=\(
 lt() { awk -v a="$1" -v b="$2" 'BEGIN { exit !(a < b) }'; }
 
 # --- interrupted at 2 layers, resumed ---
-"$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/a" --max-layers 2 --quiet >"$tmp/out" 2>"$tmp/err"
+"$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/new/nested/a" --max-layers 2 --quiet >"$tmp/out" 2>"$tmp/err"
 rc=$?
 [ $rc -eq 3 ] && grep -q "resumable" "$tmp/out"
 check "--max-layers 2 stops with status 3" $? "rc=$rc $(cat "$tmp/out" "$tmp/err")"
-"$fptq" inspect "$tmp/a" >"$tmp/insp_a1" 2>&1
+"$fptq" inspect "$tmp/new/nested/a" >"$tmp/insp_a1" 2>&1
 grep -q "2 of 5 done" "$tmp/insp_a1" && grep -q "incomplete" "$tmp/insp_a1"
 check "inspect shows 2 of 5 layers done" $? "$(cat "$tmp/insp_a1")"
-"$fptq" eval --checkpoint "$tmp/a" "${evalargs[@]}" >/dev/null 2>"$tmp/err"
+"$fptq" eval --checkpoint "$tmp/new/nested/a" "${evalargs[@]}" >/dev/null 2>"$tmp/err"
 rc=$?
 [ $rc -eq 1 ] && grep -q "not finished" "$tmp/err"
 check "eval refuses an unfinished checkpoint" $? "rc=$rc $(cat "$tmp/err")"
-"$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/a" --resume --quiet >"$tmp/out" 2>"$tmp/err"
+"$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/new/nested/a" --resume --quiet >"$tmp/out" 2>"$tmp/err"
 rc=$?
 [ $rc -eq 0 ] && grep -q "3 quantized now, 2 restored" "$tmp/out"
 check "--resume finishes the last 3 layers" $? "rc=$rc $(cat "$tmp/out" "$tmp/err")"
@@ -48,7 +48,7 @@ check "--resume finishes the last 3 layers" $? "rc=$rc $(cat "$tmp/out" "$tmp/er
 # --- uninterrupted ---
 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/b" --quiet >"$tmp/out" 2>"$tmp/err"
 check "uninterrupted run" $? "$(cat "$tmp/out" "$tmp/err")"
-"$fptq" inspect "$tmp/a" >"$tmp/insp_a" 2>&1
+"$fptq" inspect "$tmp/new/nested/a" >"$tmp/insp_a" 2>&1
 "$fptq" inspect "$tmp/b" >"$tmp/insp_b" 2>&1
 da=$(digest_of "$tmp/insp_a")
 db=$(digest_of "$tmp/insp_b")
@@ -84,6 +84,15 @@ printf '\x02' | dd of="$tmp/other.npy" bs=1 seek=$((size - 4)) conv=notrunc stat
 rc=$?
 [ $rc -ne 0 ] && grep -q "calibration tokens differ" "$tmp/err"
 check "--resume with other calibration data refused" $? "rc=$rc $(cat "$tmp/err")"
+mkdir -p "$tmp/othermodel"
+cp "$model"/config.json "$model"/model.safetensors "$tmp/othermodel/"
+size=$(stat -c %s "$tmp/othermodel/model.safetensors")
+printf '\x3f' | dd of="$tmp/othermodel/model.safetensors" bs=1 seek=$((size - 2)) conv=notrunc status=none
+"$fptq" quantize --model "$tmp/othermodel" --calib "$ex/tinystories.tok512.npy" --calib-samples 128 --calib-seqlen 256 \
+    --scheme w4a16 --method gptq --group-size 32 --out "$tmp/b" --resume --quiet >/dev/null 2>"$tmp/err"
+rc=$?
+[ $rc -ne 0 ] && grep -q "model's files differ" "$tmp/err"
+check "--resume with another model refused" $? "rc=$rc $(cat "$tmp/err")"
 after=$(cd "$tmp/b" && find . -type f -exec sha256sum {} + | sort)
 [ "$before" = "$after" ]
 check "refused runs changed no file" $? "files differ"

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "io/npy.h"
+#include "kernels/smooth.h"
 #include "worker/eval.h"
 #include "worker/forward.h"
 
@@ -147,6 +148,64 @@ static void test_eval_window_range_checked(void **state)
     fptq_model_close(&m);
 }
 
+/* AWQ and SmoothQuant fold per-channel scales into a real layer: the
+ * layer's function must not change. Each fold adds one rounding per weight
+ * (relative 2^-24 each), so the output moves by ~1e-6 relative; 1e-5 allows
+ * for the sums over 64..172 terms that follow. */
+static void test_folds_keep_layer_output(void **state)
+{
+    (void)state;
+    fptq_model m;
+    fptq_tokens tok;
+    check_ok(fptq_model_open(MODEL, &m));
+    check_ok(tokens_load(TOKENS, m.cfg.vocab_size, &tok));
+    const llama_config *c = &m.cfg;
+    const int64_t n_seq = 2, T = 64, rows = n_seq * T, H = c->hidden_size, I = c->intermediate_size;
+    fptq_layer_weights lw;
+    fptq_forward_ws ws;
+    rope_table rt;
+    const rope_params rp = fptq_rope_params(c);
+    check_ok(fptq_layer_alloc(c, &lw));
+    check_ok(fptq_forward_ws_alloc(c, rows, &ws));
+    check_ok(rope_table_init(&rp, T, &rt));
+    float *x0 = malloc((size_t)(rows * H) * sizeof(float)), *x1 = malloc((size_t)(rows * H) * sizeof(float));
+    float *s_h = malloc((size_t)H * sizeof(float)), *s_i = malloc((size_t)I * sizeof(float));
+    check_ok(fptq_embed(&m, tok.ids, rows, x0));
+    memcpy(x1, x0, (size_t)(rows * H) * sizeof(float));
+    check_ok(fptq_layer_load(&m, 1, &lw));
+    check_ok(fptq_layer_forward(be, c, &lw, &rt, x0, n_seq, T, &ws, NULL));
+
+    for (int64_t j = 0; j < H; j++)
+        s_h[j] = (float)exp(0.5 * sin(1.7 * (double)j));   /* scales in [0.6, 1.65] */
+    for (int64_t j = 0; j < I; j++)
+        s_i[j] = (float)exp(0.5 * cos(0.9 * (double)j));
+    fold_scale_into_norm(lw.attn_norm, H, s_h);       /* q/k/v read the attention norm */
+    for (int id = LIN_Q; id <= LIN_V; id++)
+        fold_scale_into_input(lw.w[id], id == LIN_Q ? c->num_attention_heads * c->head_dim
+                                                    : c->num_key_value_heads * c->head_dim, H, s_h);
+    fold_scale_into_norm(lw.mlp_norm, H, s_h);        /* gate/up read the MLP norm */
+    fold_scale_into_input(lw.w[LIN_GATE], I, H, s_h);
+    fold_scale_into_input(lw.w[LIN_UP], I, H, s_h);
+    fold_scale_into_output(lw.w[LIN_UP], NULL, I, H, s_i); /* up's rows feed down's columns */
+    fold_scale_into_input(lw.w[LIN_DOWN], H, I, s_i);
+    check_ok(fptq_layer_forward(be, c, &lw, &rt, x1, n_seq, T, &ws, NULL));
+
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < rows * H; i++) {
+        num += ((double)x1[i] - x0[i]) * ((double)x1[i] - x0[i]);
+        den += (double)x0[i] * x0[i];
+    }
+    print_message("folded layer output, relative L2 change %.3g\n", sqrt(num / den));
+    assert_true(sqrt(num / den) < 1e-5);
+    assert_true(num > 0); /* the weights really changed */
+    free(x0); free(x1); free(s_h); free(s_i);
+    rope_table_free(&rt);
+    fptq_forward_ws_free(&ws);
+    fptq_layer_free(&lw);
+    tokens_free(&tok);
+    fptq_model_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -155,6 +214,7 @@ int main(void)
         cmocka_unit_test(test_batching_does_not_change_result),
         cmocka_unit_test(test_bf16_sharded_close_to_fp32),
         cmocka_unit_test(test_eval_window_range_checked),
+        cmocka_unit_test(test_folds_keep_layer_output),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
