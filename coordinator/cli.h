@@ -23,5 +23,6 @@ int cli_report(fptq_status st);
 int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 
 #endif

@@ -31,10 +31,14 @@ static void quantize_usage(FILE *f)
             "  --smoothquant ALPHA    SmoothQuant before w8a8 / fp8, ALPHA in [0, 1] (e.g. 0.5)\n"
             "  --dynamic              w8a8: per-token dynamic activation scales (default static per-tensor)\n"
             "  --propagate P          quantized (default): each layer calibrated on the quantized layers'\n"
-            "                         output; fp: on the full-precision output\n"
+            "                         output, stages one after another; stage: the same inside a stage,\n"
+            "                         whose first layer sees full-precision input, all stages at once;\n"
+            "                         fp: every layer calibrated on the full-precision output\n"
+            "  --stages S             pipeline stages under mpirun (default: one per node); the ranks of a\n"
+            "                         stage split the calibration samples and each layer's rows\n"
             "  --out CKPT_DIR         checkpoint directory; an existing one is refused without --resume\n"
             "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration)\n"
-            "  --max-layers K         stop cleanly after K more layers (exit status 3, resumable)\n"
+            "  --max-layers K         each stage stops cleanly after K more layers (exit status 3, resumable)\n"
             "  --backend NAME         cpu | cuda | auto (default auto)\n"
             "  --json                 print one JSON object as the summary\n"
             "  --quiet | --verbose\n"
@@ -42,10 +46,36 @@ static void quantize_usage(FILE *f)
             "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
 }
 
+static void print_summary(const fptq_quantize_opts *o, const fptq_quantize_result *r, int json)
+{
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "checkpoint", o->out_dir);
+        cJSON_AddStringToObject(j, "status", r->stopped_early ? "stopped" : "done");
+        cJSON_AddNumberToObject(j, "layers", (double)r->layers_total);
+        cJSON_AddNumberToObject(j, "layers_quantized", (double)r->layers_done_now);
+        cJSON_AddNumberToObject(j, "layers_restored", (double)r->layers_skipped);
+        cJSON_AddNumberToObject(j, "seconds", r->seconds);
+        if (!r->stopped_early)
+            cJSON_AddStringToObject(j, "digest", r->digest);
+        char *s = cJSON_PrintUnformatted(j);
+        printf("%s\n", s);
+        free(s);
+        cJSON_Delete(j);
+    } else if (r->stopped_early) {
+        printf("stopped after %lld layer(s) as asked; %s is resumable with --resume\n", (long long)r->layers_done_now,
+               o->out_dir);
+    } else {
+        printf("done: %s, %lld layers (%lld quantized now, %lld restored), %.1f s, digest %s\n", o->out_dir,
+               (long long)r->layers_total, (long long)r->layers_done_now, (long long)r->layers_skipped, r->seconds,
+               r->digest);
+    }
+}
+
 int cmd_quantize(int argc, char **argv)
 {
     enum { O_MODEL = 1000, O_CALIB, O_SAMPLES, O_SEQLEN, O_SCHEME, O_METHOD, O_GROUP, O_SYM, O_ASYM, O_ACTORDER,
-           O_DAMP, O_SQ, O_DYNAMIC, O_PROPAGATE, O_OUT, O_RESUME, O_MAXL, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE };
+           O_DAMP, O_SQ, O_DYNAMIC, O_PROPAGATE, O_OUT, O_RESUME, O_MAXL, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE, O_STAGES };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"calib", required_argument, 0, O_CALIB},
         {"calib-samples", required_argument, 0, O_SAMPLES}, {"calib-seqlen", required_argument, 0, O_SEQLEN},
@@ -57,11 +87,12 @@ int cmd_quantize(int argc, char **argv)
         {"out", required_argument, 0, O_OUT}, {"resume", no_argument, 0, O_RESUME},
         {"max-layers", required_argument, 0, O_MAXL}, {"backend", required_argument, 0, O_BACKEND},
         {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, O_QUIET},
-        {"verbose", no_argument, 0, O_VERBOSE}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+        {"verbose", no_argument, 0, O_VERBOSE}, {"stages", required_argument, 0, O_STAGES},
+        {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     fptq_quantize_opts o = {.progress = 1};
     const char *scheme = "w4a16", *method = NULL, *propagate = "quantized", *backend = "auto";
-    int64_t samples = 128, seqlen = 0, group = -1;
+    int64_t samples = 128, seqlen = 0, group = -1, stages = 0;
     int sym = 1, act_order = 0, dynamic = 0, json = 0, verbosity = 1;
     float damp = 0.01f, sq = -1.0f;
     fptq_status st = FPTQ_OK;
@@ -88,6 +119,7 @@ int cmd_quantize(int argc, char **argv)
         case O_RESUME: o.resume = 1; break;
         case O_MAXL: st = cli_parse_i64("--max-layers", optarg, 1, &o.max_layers); break;
         case O_BACKEND: backend = optarg; break;
+        case O_STAGES: st = cli_parse_i64("--stages", optarg, 1, &stages); break;
         case O_JSON: json = 1; break;
         case O_QUIET: verbosity = 0; break;
         case O_VERBOSE: verbosity = 2; break;
@@ -109,35 +141,39 @@ int cmd_quantize(int argc, char **argv)
         return cli_report(st);
     o.recipe.calib_samples = samples;
     o.recipe.calib_seqlen = seqlen;
-    o.progress = verbosity > 0;
+    o.stages = (int)stages;
     fptq_log_set_level(verbosity == 0 ? FPTQ_LOG_WARN : verbosity == 2 ? FPTQ_LOG_DEBUG : FPTQ_LOG_INFO);
 
+    /* Every rank runs this; rank 0 coordinates and prints. A failing rank
+     * names itself and brings the world down (MPI_Abort): no rank waits forever. */
+    fptq_world w;
+    st = fptq_world_init(&argc, &argv, &w);
+    if (st != FPTQ_OK)
+        return cli_report(st);
+    if (w.size > 1) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "rank %d", w.rank);
+        fptq_log_set_prefix(prefix);
+    }
+    o.progress = verbosity > 0 && w.rank == 0;
     const fptq_backend *be;
     fptq_quantize_result r;
     st = fptq_backend_select(backend, &be);
     if (st == FPTQ_OK)
-        st = fptq_quantize(be, &o, &r);
-    if (st != FPTQ_OK)
-        return cli_report(st);
-    if (json) {
-        cJSON *j = cJSON_CreateObject();
-        cJSON_AddStringToObject(j, "checkpoint", o.out_dir);
-        cJSON_AddStringToObject(j, "status", r.stopped_early ? "stopped" : "done");
-        cJSON_AddNumberToObject(j, "layers", (double)r.layers_total);
-        cJSON_AddNumberToObject(j, "layers_quantized", (double)r.layers_done_now);
-        cJSON_AddNumberToObject(j, "layers_restored", (double)r.layers_skipped);
-        cJSON_AddNumberToObject(j, "seconds", r.seconds);
-        if (!r.stopped_early)
-            cJSON_AddStringToObject(j, "digest", r.digest);
-        char *s = cJSON_PrintUnformatted(j);
-        printf("%s\n", s);
-        free(s);
-        cJSON_Delete(j);
-    } else if (r.stopped_early) {
-        printf("stopped after %lld layer(s) as asked; %s is resumable with --resume\n", (long long)r.layers_done_now, o.out_dir);
-    } else {
-        printf("done: %s, %lld layers (%lld quantized now, %lld restored), %.1f s, digest %s\n", o.out_dir,
-               (long long)r.layers_total, (long long)r.layers_done_now, (long long)r.layers_skipped, r.seconds, r.digest);
+        st = fptq_quantize(be, &w, &o, &r);
+    if (st != FPTQ_OK) {
+        const int code = cli_report(st);
+        if (w.size > 1)
+            fptq_world_abort(&w, code);
+        fptq_world_finalize(&w);
+        return code;
     }
+    if (w.rank == 0)
+        print_summary(&o, &r, json);
+    /* mpirun ends the job as soon as one rank exits non-zero (3 when stopped
+     * early): everyone waits until rank 0 has printed */
+    fflush(stdout);
+    fptq_world_barrier(&w);
+    fptq_world_finalize(&w);
     return r.stopped_early ? FPTQ_EXIT_STOPPED : FPTQ_EXIT_OK;
 }

@@ -24,9 +24,10 @@ static void usage(FILE *f)
             "  quantize  calibrate and quantize a model into a checkpoint (fptq quantize --help)\n"
             "  eval      perplexity of a model or checkpoint on a token file (fptq eval --help)\n"
             "  inspect   what a checkpoint holds: recipe, provenance, layers, digests\n"
+            "  plan      from config.json alone: stages, layers and memory per GPU, time (fptq plan --help)\n"
             "  version   print the version\n"
             "\n"
-            "Planned: plan, export (see the issues of the project).\n",
+            "Planned: export (see the issues of the project).\n",
             FPTQ_VERSION);
 }
 
@@ -79,6 +80,8 @@ int main(int argc, char **argv)
         return cmd_quantize(argc - 1, argv + 1);
     if (strcmp(cmd, "inspect") == 0)
         return cmd_inspect(argc - 1, argv + 1);
+    if (strcmp(cmd, "plan") == 0)
+        return cmd_plan(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("fptq %s\n", FPTQ_VERSION);
         return FPTQ_EXIT_OK;

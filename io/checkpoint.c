@@ -1533,10 +1533,11 @@ done:
     return st;
 }
 
-fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *L, char digest_hex[65])
+fptq_status ckpt_write_layer_file(const ckpt *c, const ckpt_layer *L, char digest_hex[65], char **losses_json)
 {
     h5_quiet();
     digest_hex[0] = '\0';
+    *losses_json = NULL;
     if (L->index < 0 || L->index >= c->n_layers)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: layer %lld out of range 0..%lld", c->dir,
                          (long long)L->index, (long long)c->n_layers - 1);
@@ -1550,8 +1551,6 @@ fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *L, char digest_hex[65])
     char *tmp = NULL, *final = NULL, *folder = NULL, *losses = NULL;
     h5_wprops p = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     hid_t f = H5I_INVALID_HID;
-    manifest_entry *e = &c->man[L->index], old = {0};
-    int have_old = 0;
     FPTQ_TRY_GOTO(layer_path(c, L->index, ".tmp", &tmp), st, done);
     FPTQ_TRY_GOTO(layer_path(c, L->index, "", &final), st, done);
     FPTQ_TRY_GOTO(path_fmt(&folder, "%s/layers", c->dir), st, done);
@@ -1562,24 +1561,10 @@ fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *L, char digest_hex[65])
     FPTQ_TRY_GOTO(layer_fill(tmp, f, &p, L), st, done);
     FPTQ_TRY_GOTO(h5_close_file(tmp, &f), st, done);
     FPTQ_TRY_GOTO(commit_file(tmp, final, folder), st, done);
-
-    /* the layer is on disk; only now may the manifest call it done. If the
-     * index cannot be rewritten, memory goes back to what disk says. */
-    old = *e;
-    FPTQ_TRY_GOTO(dup_str(old.losses_json, "manifest losses", &old.losses_json), st, done);
-    old.entry_json = NULL;
-    have_old = 1;
-    FPTQ_TRY_GOTO(entry_set(L->index, e, 1, hex, L->seconds, losses), st, done);
-    st = index_write(c);
-    if (st != FPTQ_OK) {
-        fptq_trace(__FILE__, __LINE__, "index_write(c)");
-        entry_set(L->index, e, old.done, old.digest, old.seconds, old.losses_json);
-        goto done;
-    }
     snprintf(digest_hex, 65, "%s", hex);
+    *losses_json = losses;
+    losses = NULL;
 done:
-    if (have_old)
-        entry_free(&old);
     h5_close_any(&f);
     h5_wprops_close(&p);
     if (st != FPTQ_OK && tmp)
@@ -1590,6 +1575,41 @@ done:
     free(final);
     free(folder);
     free(losses);
+    return st;
+}
+
+fptq_status ckpt_mark_done(ckpt *c, int64_t l, const char *digest_hex, double seconds, const char *losses_json)
+{
+    if (l < 0 || l >= c->n_layers)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: layer %lld out of range 0..%lld", c->dir, (long long)l,
+                         (long long)c->n_layers - 1);
+    if (strlen(digest_hex) != 64)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "checkpoint %s: layer %lld: bad digest '%s'", c->dir, (long long)l, digest_hex);
+    /* If the index cannot be rewritten, memory goes back to what disk says. */
+    manifest_entry *e = &c->man[l], old = *e;
+    fptq_status st;
+    FPTQ_TRY(dup_str(old.losses_json, "manifest losses", &old.losses_json));
+    old.entry_json = NULL;
+    FPTQ_TRY_GOTO(entry_set(l, e, 1, digest_hex, seconds, losses_json), st, done);
+    st = index_write(c);
+    if (st != FPTQ_OK) {
+        fptq_trace(__FILE__, __LINE__, "index_write(c)");
+        entry_set(l, e, old.done, old.digest, old.seconds, old.losses_json);
+    }
+done:
+    entry_free(&old);
+    return st;
+}
+
+fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *L, char digest_hex[65])
+{
+    char *losses = NULL;
+    FPTQ_TRY(ckpt_write_layer_file(c, L, digest_hex, &losses));
+    /* the layer is on disk; only now may the manifest call it done */
+    fptq_status st = ckpt_mark_done(c, L->index, digest_hex, L->seconds, losses);
+    free(losses);
+    if (st != FPTQ_OK)
+        digest_hex[0] = '\0';
     return st;
 }
 

@@ -83,6 +83,12 @@ int ckpt_has_shared_tensor(const ckpt *c, const char *name);
  * content digest (sha256 over names, dtypes, shapes, attributes and bytes). */
 fptq_status ckpt_write_layer(ckpt *c, const ckpt_layer *layer, char digest_hex[65]);
 int ckpt_layer_done(const ckpt *c, int64_t l);
+/* The two halves of ckpt_write_layer, for runs where the rank that writes a
+ * layer is not the one that owns the manifest (rank 0): the file, durably,
+ * with its digest and manifest losses (caller frees) ... */
+fptq_status ckpt_write_layer_file(const ckpt *c, const ckpt_layer *layer, char digest_hex[65], char **losses_json);
+/* ... then, on the manifest's owner, the mark that makes it count as done. */
+fptq_status ckpt_mark_done(ckpt *c, int64_t l, const char *digest_hex, double seconds, const char *losses_json);
 /* Reads a finished layer; its digest is recomputed and must equal the manifest's
  * (a corrupted or truncated file is FPTQ_ERR_FORMAT naming the file). */
 fptq_status ckpt_read_layer(const ckpt *c, int64_t l, ckpt_layer *out);

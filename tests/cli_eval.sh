@@ -76,7 +76,7 @@ if ! command -v nvidia-smi >/dev/null 2>&1 || ! nvidia-smi -L >/dev/null 2>&1; t
     check "--backend cuda without a GPU" $? "rc=$rc stderr='$(cat "$tmp/err")'"
     "$fptq" eval "${golden_args[@]}" --windows 1 --backend auto >"$tmp/out" 2>"$tmp/err"
     rc=$?
-    [ $rc -eq 0 ] && grep -q "using the CPU" "$tmp/err"
+    [ $rc -eq 0 ] && grep -q "backend cpu" "$tmp/err"
     check "--backend auto falls back to the CPU" $? "rc=$rc stderr='$(cat "$tmp/err")'"
 else
     echo "skip --backend cuda refusal: a GPU is present"

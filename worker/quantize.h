@@ -8,10 +8,11 @@
 #define FPTQ_QUANTIZE_H
 
 #include "../io/npy.h"
+#include "comm.h"
 #include "model.h"
 
 typedef enum { METHOD_RTN, METHOD_GPTQ, METHOD_AWQ } fptq_method;
-typedef enum { PROPAGATE_QUANTIZED, PROPAGATE_FP } fptq_propagate;
+typedef enum { PROPAGATE_QUANTIZED, PROPAGATE_STAGE, PROPAGATE_FP } fptq_propagate;
 
 /* Everything that decides the checkpoint's content; a resume must match it. */
 typedef struct fptq_recipe {
@@ -38,7 +39,8 @@ const char *fptq_method_name(fptq_method m);
 typedef struct fptq_quantize_opts {
     const char *model_dir, *calib_path, *out_dir;
     int resume;
-    int64_t max_layers;        /* stop cleanly after this many more layers; 0 = no limit */
+    int64_t max_layers;        /* each stage stops cleanly after this many more layers; 0 = no limit */
+    int stages;                /* 0: one per node */
     int progress;
     fptq_recipe recipe;
 } fptq_quantize_opts;
@@ -51,7 +53,16 @@ typedef struct fptq_quantize_result {
     double loss[LIN_COUNT];    /* summed over the layers quantized by this run */
 } fptq_quantize_result;
 
-fptq_status fptq_quantize(const fptq_backend *be, const fptq_quantize_opts *o, fptq_quantize_result *r);
+/* Every rank of w calls it (w NULL or of size 1: one rank, no MPI needed).
+ * The result (digest, counts) is complete on rank 0; stopped_early on all. */
+fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quantize_opts *o, fptq_quantize_result *r);
+
+/* The statistics of every linear group's input (stats[LGROUP_COUNT], each
+ * initialised by the caller to its group's input width) for the
+ * full-precision layer l run on this rank's activations x (left as they
+ * are), summed over the ranks of coll: raw sums and token counts. */
+fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const fptq_collectives *coll, int64_t l,
+                             const float *x, int64_t n_seq, int64_t T, linear_stats *stats);
 
 /* The calibration stream cut into samples: n_samples x seq_len tokens from the
  * start of a 1-D stream, or the first seq_len tokens of the first n_samples rows. */
