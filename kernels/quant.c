@@ -680,22 +680,101 @@ static int diag_key_cmp(const void *pa, const void *pb)
     return (a->idx > b->idx) - (a->idx < b->idx);
 }
 
-fptq_status gptq_quantize(const float *W_in, int64_t rows, int64_t cols, const float *H_in,
-                          const gptq_opts *o, quant_tensor *q, float *Q, gptq_result *res)
+fptq_status gptq_hinv_compute(const float *H_in, int64_t cols, const gptq_opts *o, gptq_hinv *h)
 {
+    memset(h, 0, sizeof *h);
     const float percdamp = o && o->damp_percent != 0.0f ? o->damp_percent : 0.01f;
-    const int64_t blocksize = o && o->block_size != 0 ? o->block_size : 128;
     const int max_retries = o && o->max_retries != 0 ? o->max_retries : 4;
     const int actorder = o ? o->act_order : 0;
-    if (!(percdamp >= 0.0f) || blocksize < 1 || max_retries < 0)
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad options (damp %g, block %lld, retries %d)",
-                         (double)percdamp, (long long)blocksize, max_retries);
+    if (!(percdamp >= 0.0f) || max_retries < 0)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad options (damp %g, retries %d)", (double)percdamp, max_retries);
+    if (cols <= 0 || cols > INT32_MAX)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: %lld columns outside 1..2^31-1", (long long)cols);
+    const double t_start = fptq_now();
+    diag_key *keys = NULL;
+    fptq_status st = FPTQ_OK;
+    h->cols = cols;
+    h->act_order = actorder;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols * (size_t)cols, sizeof(float), "GPTQ inverse Hessian", &h->Hinv), st, out);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(float), "GPTQ Hessian diagonal", &h->diag), st, out);
+    for (int64_t c = 0; c < cols; c++)
+        h->diag[c] = H_in[c * cols + c];
+
+    if (actorder) {
+        /* perm = argsort(diag(H), descending) */
+        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(int64_t), "GPTQ permutation", &h->perm), st, out);
+        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(diag_key), "GPTQ permutation keys", &keys), st, out);
+        for (int64_t c = 0; c < cols; c++) {
+            const float d = h->diag[c];
+            keys[c] = (diag_key){d == 0.0f ? 1.0f : d, c};
+        }
+        qsort(keys, (size_t)cols, sizeof *keys, diag_key_cmp);
+        for (int64_t c = 0; c < cols; c++)
+            h->perm[c] = keys[c].idx;
+    }
+
+    /* damp = percdamp * mean(diag(H)); H += damp I; Hinv = cholesky(cholesky_inverse(
+     * cholesky(H)), upper); a failed Cholesky is retried with 10x the damping */
+    float *H = h->Hinv;
+    gptq_build_hessian(H_in, cols, h->perm, H);
+    double mean_diag = 0.0;
+    for (int64_t c = 0; c < cols; c++)
+        mean_diag += H[c * cols + c];
+    mean_diag /= (double)cols;
+    float damp = (float)(percdamp * mean_diag);
+    int retries = 0, step;
+    lapack_int info;
+    for (;;) {
+        for (int64_t c = 0; c < cols; c++)
+            H[c * cols + c] += damp;
+        step = gptq_inverse_factor(H, cols, &info);
+        if (step == 0 || retries == max_retries)
+            break;
+        retries++;
+        damp *= 10.0f;
+        gptq_build_hessian(H_in, cols, h->perm, H);
+    }
+    if (step != 0) {
+        static const char *what[] = {"", "Cholesky of H + damp I: not positive definite",
+                                     "inverse from the Cholesky factor: singular",
+                                     "Cholesky of (H + damp I)^-1: not positive definite"};
+        st = FPTQ_FAIL(FPTQ_ERR_NUMERIC,
+                       "GPTQ: %s (LAPACK info %d) after %d damping retries, last damp %g, mean "
+                       "diag H %g; is the calibration Hessian NaN, negative or degenerate?",
+                       what[step], (int)info, retries, (double)damp, mean_diag);
+        goto out;
+    }
+    h->damp = damp;
+    h->retries = retries;
+    fptq_debug("GPTQ inverse Hessian [%lld]: %.3f s", (long long)cols, fptq_now() - t_start);
+out:
+    free(keys);
+    if (st != FPTQ_OK)
+        gptq_hinv_free(h);
+    return st;
+}
+
+void gptq_hinv_free(gptq_hinv *h)
+{
+    free(h->Hinv);
+    free(h->diag);
+    free(h->perm);
+    memset(h, 0, sizeof *h);
+}
+
+fptq_status gptq_quantize_hinv(const float *W_in, int64_t rows, int64_t cols, const gptq_hinv *h,
+                               const gptq_opts *o, quant_tensor *q, float *Q, gptq_result *res)
+{
+    const int64_t blocksize = o && o->block_size != 0 ? o->block_size : 128;
+    const int actorder = h->act_order;
+    if (blocksize < 1)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad block size %lld", (long long)blocksize);
     FPTQ_TRY(check_spec(&q->spec));
     if (q->spec.format != QFMT_INT)
         return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
-    if (rows <= 0 || cols <= 0 || rows > INT32_MAX || cols > INT32_MAX)
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: shape [%lld, %lld] outside 1..2^31-1", (long long)rows,
-                         (long long)cols);
+    if (rows <= 0 || cols <= 0 || rows > INT32_MAX || cols > INT32_MAX || cols != h->cols)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: shape [%lld, %lld] outside 1..2^31-1 or not the Hessian's %lld columns",
+                         (long long)rows, (long long)cols, (long long)h->cols);
     if (q->rows != rows || q->cols != cols || !q->codes || !q->scales || !q->zeros)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: quantized tensor is [%lld, %lld], weights [%lld, %lld]",
                          (long long)q->rows, (long long)q->cols, (long long)rows, (long long)cols);
@@ -704,26 +783,25 @@ fptq_status gptq_quantize(const float *W_in, int64_t rows, int64_t cols, const f
 
     const int64_t gs = q->spec.group_size, ng = q->n_groups;
     const int bits = q->spec.bits, sym = q->spec.sym;
+    const int64_t *perm = h->perm;
     const double t_start = fptq_now();
-    double t_factor = 0.0, t_inblock = 0.0, t_trailing = 0.0;
+    double t_inblock = 0.0, t_trailing = 0.0;
     const int64_t bs = blocksize < cols ? blocksize : cols;
-    float *W = NULL, *H = NULL, *Err1 = NULL, *scratch = NULL, *gscale = NULL, *row = NULL;
+    float *W = NULL, *Err1 = NULL, *scratch = NULL, *gscale = NULL, *row = NULL;
     double *Losses = NULL;
-    int64_t *perm = NULL;
-    diag_key *keys = NULL;
     fptq_status st = FPTQ_OK;
     FPTQ_TRY_GOTO(fptq_calloc((size_t)rows * (size_t)cols, sizeof(float), "GPTQ weights", &W), st, out);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols * (size_t)cols, sizeof(float), "GPTQ Hessian", &H), st, out);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)bs * (size_t)rows, sizeof(float), "GPTQ block errors", &Err1),
                   st, out);
     FPTQ_TRY_GOTO(fptq_calloc(4 * (size_t)bs * GPTQ_TILE, sizeof(float), "GPTQ row tiles", &scratch),
                   st, out);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)rows, sizeof(double), "GPTQ losses", &Losses), st, out);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(float), "GPTQ row", &row), st, out);
 
     /* dead = diag(H) == 0: W[:, dead] = 0 (H[dead, dead] = 1 in gptq_build_hessian) */
     memcpy(W, W_in, (size_t)rows * (size_t)cols * sizeof(float));
     for (int64_t c = 0; c < cols; c++)
-        if (H_in[c * cols + c] == 0.0f)
+        if (h->diag[c] == 0.0f)
             for (int64_t r = 0; r < rows; r++)
                 W[r * cols + c] = 0.0f;
 
@@ -752,20 +830,8 @@ fptq_status gptq_quantize(const float *W_in, int64_t rows, int64_t cols, const f
                 gscale[(ng + g) * rows + r] = (float)q->zeros[r * ng + g];
             }
     }
-
     if (actorder) {
-        /* perm = argsort(diag(H), descending); W = W[:, perm] */
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(int64_t), "GPTQ permutation", &perm), st, out);
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(diag_key), "GPTQ permutation keys", &keys),
-                      st, out);
-        for (int64_t c = 0; c < cols; c++) {
-            const float h = H_in[c * cols + c];
-            keys[c] = (diag_key){h == 0.0f ? 1.0f : h, c};
-        }
-        qsort(keys, (size_t)cols, sizeof *keys, diag_key_cmp);
-        for (int64_t c = 0; c < cols; c++)
-            perm[c] = keys[c].idx;
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(float), "GPTQ row", &row), st, out);
+        /* W = W[:, perm] */
         for (int64_t r = 0; r < rows; r++) {
             float *w = W + r * cols;
             for (int64_t c = 0; c < cols; c++)
@@ -773,40 +839,8 @@ fptq_status gptq_quantize(const float *W_in, int64_t rows, int64_t cols, const f
             memcpy(w, row, (size_t)cols * sizeof(float));
         }
     }
-
-    /* damp = percdamp * mean(diag(H)); H += damp I; Hinv = cholesky(cholesky_inverse(
-     * cholesky(H)), upper); a failed Cholesky is retried with 10x the damping */
-    gptq_build_hessian(H_in, cols, perm, H);
+    const float *Hinv = h->Hinv;
     const double t_prepared = fptq_now();
-    double mean_diag = 0.0;
-    for (int64_t c = 0; c < cols; c++)
-        mean_diag += H[c * cols + c];
-    mean_diag /= (double)cols;
-    float damp = (float)(percdamp * mean_diag);
-    int retries = 0, step;
-    lapack_int info;
-    for (;;) {
-        for (int64_t c = 0; c < cols; c++)
-            H[c * cols + c] += damp;
-        step = gptq_inverse_factor(H, cols, &info);
-        if (step == 0 || retries == max_retries)
-            break;
-        retries++;
-        damp *= 10.0f;
-        gptq_build_hessian(H_in, cols, perm, H);
-    }
-    if (step != 0) {
-        static const char *what[] = {"", "Cholesky of H + damp I: not positive definite",
-                                     "inverse from the Cholesky factor: singular",
-                                     "Cholesky of (H + damp I)^-1: not positive definite"};
-        st = FPTQ_FAIL(FPTQ_ERR_NUMERIC,
-                       "GPTQ: %s (LAPACK info %d) after %d damping retries, last damp %g, mean "
-                       "diag H %g; is the calibration Hessian NaN, negative or degenerate?",
-                       what[step], (int)info, retries, (double)damp, mean_diag);
-        goto out;
-    }
-    const float *Hinv = H;
-    t_factor = fptq_now() - t_prepared;
 
     gptq_ctx x = {.rows = rows, .cols = cols, .gs = gs, .ng = ng, .bits = bits, .sym = sym,
                   .act_order = actorder, .maxq = (float)((1 << bits) - 1), .W = W, .Hinv = Hinv,
@@ -848,27 +882,38 @@ fptq_status gptq_quantize(const float *W_in, int64_t rows, int64_t cols, const f
                     Q[r * cols + perm[j]] = W[r * cols + j];
         }
     }
-    fptq_debug("GPTQ [%lld x %lld]: prepare %.3f s, inverse factor %.3f s, in-block %.3f s, "
-               "trailing sgemm %.3f s", (long long)rows, (long long)cols, t_prepared - t_start,
-               t_factor, t_inblock, t_trailing);
+    fptq_debug("GPTQ [%lld x %lld]: prepare %.3f s, in-block %.3f s, trailing sgemm %.3f s", (long long)rows,
+               (long long)cols, t_prepared - t_start, t_inblock, t_trailing);
 
     if (res) {
         double loss = 0.0;
         for (int64_t r = 0; r < rows; r++)
             loss += Losses[r];
         res->loss = loss / 2.0; /* Losses[:, i1:i2] = Losses1 / 2 in fasterquant */
-        res->damp = damp;
-        res->retries = retries;
+        res->damp = h->damp;
+        res->retries = h->retries;
     }
 out:
     free(W);
-    free(H);
     free(Err1);
     free(scratch);
     free(Losses);
-    free(perm);
-    free(keys);
     free(gscale);
     free(row);
+    return st;
+}
+
+fptq_status gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *H, const gptq_opts *o,
+                          quant_tensor *q, float *Q, gptq_result *r)
+{
+    FPTQ_TRY(check_spec(&q->spec));
+    if (q->spec.format != QFMT_INT)
+        return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
+    if (o && o->act_order && !q->g_idx)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: act-order needs a tensor allocated with g_idx");
+    gptq_hinv h;
+    FPTQ_TRY(gptq_hinv_compute(H, cols, o, &h));
+    fptq_status st = gptq_quantize_hinv(W, rows, cols, &h, o, q, Q, r);
+    gptq_hinv_free(&h);
     return st;
 }

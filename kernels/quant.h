@@ -112,4 +112,20 @@ typedef struct gptq_result {
 fptq_status gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *H,
                           const gptq_opts *o, quant_tensor *q, float *Q, gptq_result *r);
 
+/* The same in two steps, for linears that share one Hessian (q/k/v,
+ * gate/up) and for a linear's rows split over ranks: the permutation,
+ * damping and inverse-Hessian factor once, then each weight matrix. */
+typedef struct gptq_hinv {
+    int64_t cols;
+    float *Hinv;          /* [cols, cols] upper Cholesky factor of (H + damp I)^-1, permuted */
+    float *diag;          /* [cols] diag of the undamped H: zero marks a dead column */
+    int64_t *perm;        /* act-order column order, or NULL */
+    int act_order, retries;
+    float damp;
+} gptq_hinv;
+fptq_status gptq_hinv_compute(const float *H, int64_t cols, const gptq_opts *o, gptq_hinv *h);
+void gptq_hinv_free(gptq_hinv *h);
+fptq_status gptq_quantize_hinv(const float *W, int64_t rows, int64_t cols, const gptq_hinv *h,
+                               const gptq_opts *o, quant_tensor *q, float *Q, gptq_result *r);
+
 #endif

@@ -13,6 +13,8 @@
 
 typedef struct mpi_impl {
     MPI_Comm world, node, stage;
+    MPI_Request *posted;       /* fptq_world_post's sends not yet flushed */
+    size_t n_posted, cap_posted;
 } mpi_impl;
 
 /* Largest piece one MPI call moves: counts are int. */
@@ -91,9 +93,30 @@ static fptq_status coll_allgatherv(void *ctx, const void *send, void *recv, cons
     return FPTQ_OK;
 }
 
+/* Whether a launcher (mpirun, mpiexec, srun with PMI/PMIx) started this
+ * process as one of several ranks. A plain `fptq quantize` skips MPI
+ * altogether: no singleton start-up, and it runs where no MPI runtime
+ * works. FPTQ_MPI=1 forces MPI on, FPTQ_MPI=0 off. */
+static int launched_by_mpi(void)
+{
+    const char *force = getenv("FPTQ_MPI");
+    if (force && force[0])
+        return strcmp(force, "0") != 0;
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_RANK", "PMI_SIZE", "MPI_LOCALNRANKS"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i]))
+            return 1;
+    return 0;
+}
+
 fptq_status fptq_world_init(int *argc, char ***argv, fptq_world *w)
 {
     memset(w, 0, sizeof *w);
+    if (!launched_by_mpi()) {
+        w->size = w->node_size = w->n_nodes = w->stages = w->per_stage = 1;
+        fptq_collectives_single(&w->stage_coll);
+        return FPTQ_OK;
+    }
     int inited = 0;
     MPI_Initialized(&inited);
     if (!inited) {
@@ -138,11 +161,14 @@ fptq_status fptq_world_set_grid(fptq_world *w, int stages)
 void fptq_world_finalize(fptq_world *w)
 {
     mpi_impl *m = w->impl;
+    if (!m)
+        return; /* one rank without MPI */
     if (m) {
         if (m->stage != MPI_COMM_NULL)
             MPI_Comm_free(&m->stage);
         if (m->node != MPI_COMM_NULL)
             MPI_Comm_free(&m->node);
+        free(m->posted);
         free(m);
     }
     w->impl = NULL;
@@ -154,8 +180,8 @@ void fptq_world_finalize(fptq_world *w)
 
 void fptq_world_abort(const fptq_world *w, int exit_code)
 {
-    (void)w;
-    MPI_Abort(MPI_COMM_WORLD, exit_code);
+    if (w->impl)
+        MPI_Abort(MPI_COMM_WORLD, exit_code);
 }
 
 fptq_status fptq_world_send(const fptq_world *w, int dest, const void *buf, size_t bytes, int tag)
@@ -199,7 +225,36 @@ fptq_status fptq_world_bcast(const fptq_world *w, void *buf, size_t bytes, int r
 
 fptq_status fptq_world_barrier(const fptq_world *w)
 {
+    if (!w->impl)
+        return FPTQ_OK;
     MPI_TRY(MPI_Barrier(MPI_COMM_WORLD));
+    return FPTQ_OK;
+}
+
+fptq_status fptq_world_post(fptq_world *w, int dest, const void *buf, size_t bytes, int tag)
+{
+    mpi_impl *m = w->impl;
+    if (bytes > (size_t)INT_MAX)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "fptq_world_post: %zu bytes is too large for one message", bytes);
+    if (m->n_posted == m->cap_posted) {
+        const size_t cap = m->cap_posted ? 2 * m->cap_posted : 16;
+        MPI_Request *r = realloc(m->posted, cap * sizeof *r);
+        if (!r)
+            return FPTQ_FAIL(FPTQ_ERR_NOMEM, "cannot grow the list of pending sends to %zu", cap);
+        m->posted = r;
+        m->cap_posted = cap;
+    }
+    MPI_TRY(MPI_Isend(buf, (int)bytes, MPI_BYTE, dest, tag, MPI_COMM_WORLD, &m->posted[m->n_posted]));
+    m->n_posted++;
+    return FPTQ_OK;
+}
+
+fptq_status fptq_world_flush(fptq_world *w)
+{
+    mpi_impl *m = w->impl;
+    if (m->n_posted)
+        MPI_TRY(MPI_Waitall((int)m->n_posted, m->posted, MPI_STATUSES_IGNORE));
+    m->n_posted = 0;
     return FPTQ_OK;
 }
 

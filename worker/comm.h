@@ -49,6 +49,12 @@ fptq_status fptq_world_recv(const fptq_world *w, int src, void *buf, size_t byte
 fptq_status fptq_world_allreduce_max(const fptq_world *w, double *v);
 fptq_status fptq_world_bcast(const fptq_world *w, void *buf, size_t bytes, int root);
 fptq_status fptq_world_barrier(const fptq_world *w);
+/* Non-blocking send of a small message (< 2^31 bytes): buf must stay
+ * untouched until fptq_world_flush, which waits for every posted send.
+ * Progress notes go this way so that no rank waits for the coordinator
+ * to look at its mail. */
+fptq_status fptq_world_post(fptq_world *w, int dest, const void *buf, size_t bytes, int tag);
+fptq_status fptq_world_flush(fptq_world *w);
 /* Coordinator side of progress notes: a message with this tag from any rank.
  * _poll returns at once (*got = 0 when none is waiting), _wait blocks. */
 fptq_status fptq_world_note_poll(const fptq_world *w, int tag, void *buf, size_t bytes, int *got);

@@ -181,6 +181,7 @@ typedef struct layer_job {
     float *Xs;                   /* AWQ: the token subsample gathered from every rank */
     double *abs_mean;
     int64_t *row_begin, *row_end;/* [ranks of the stage]: rows of the linear in hand */
+    gptq_hinv hinv;              /* GPTQ: of the group in hand */
 } layer_job;
 
 /* tr((W - Q) H (W - Q)^T): the output error GPTQ minimises, the same measure for every method. */
@@ -310,11 +311,8 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
         if (r->method == METHOD_GPTQ) {
             gptq_opts go = {.damp_percent = r->damp, .block_size = 128, .act_order = r->act_order};
             gptq_result gr;
-            st = gptq_quantize(j->Wf + r0 * in, nr, in, H, &go, &part, NULL, &gr);
+            st = gptq_quantize_hinv(j->Wf + r0 * in, nr, in, &j->hinv, &go, &part, NULL, &gr);
             damp = gr.damp;
-            if (st == FPTQ_OK && gr.retries)
-                fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
-                          fptq_linear_name(id), gr.retries, gr.damp);
         } else {
             st = quant_rtn(j->Wf + r0 * in, nr, in, j->clip[id] ? j->clip[id] + r0 * ng : NULL, &part);
         }
@@ -440,6 +438,19 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
     }
 
     FPTQ_TRY(linear_stats_hessian(stats, j->H));
+    if (r->method == METHOD_GPTQ) {
+        /* one inverse-Hessian factor for all the linears that read this input */
+        gptq_opts go = {.damp_percent = r->damp, .act_order = r->act_order};
+        gptq_hinv_free(&j->hinv);
+        fptq_status st = gptq_hinv_compute(j->H, cols, &go, &j->hinv);
+        if (st != FPTQ_OK) {
+            fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_group_name(g));
+            return st;
+        }
+        if (j->hinv.retries)
+            fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
+                      fptq_linear_group_name(g), j->hinv.retries, j->hinv.damp);
+    }
     int64_t lin_rows[4], begin[4], end[4];
     for (int i = 0; i < count; i++) {
         int64_t in;
@@ -522,6 +533,7 @@ static void layer_job_free(layer_job *j)
     free(j->Xs);
     free(j->row_begin);
     free(j->row_end);
+    gptq_hinv_free(&j->hinv);
     for (int id = 0; id < LIN_COUNT; id++)
         free(j->clip[id]);
     memset(j, 0, sizeof *j);
@@ -753,6 +765,7 @@ typedef struct job {
     fptq_model m;
     ckpt *ck;
     int64_t *bounds;               /* stage s owns layers [bounds[s], bounds[s + 1]) */
+    stage_note *notes;             /* a stage's notes to the coordinator, one per layer, until flushed */
     int64_t n_seq, T;              /* this rank's samples, tokens per sample */
     float *x, *xw;
     fptq_layer_weights lw;
@@ -813,9 +826,12 @@ static fptq_status coordinator_poll(job *J, int *stages_ended, int *any_stopped)
     }
 }
 
-/* The stage's first rank wrote layer l: tell the coordinator (or be it). */
+/* The stage's first rank wrote layer l: tell the coordinator (or be it).
+ * The note is posted, not sent: the coordinator reads its mail between its
+ * own layers, and this rank must not wait for that. */
 static fptq_status report_layer(job *J, int64_t l, double seconds, const char *digest, const char *losses)
 {
+    stage_note local, *np = J->rank == 0 ? &local : &J->notes[l];
     stage_note n;
     memset(&n, 0, sizeof n);
     n.kind = NOTE_LAYER;
@@ -826,9 +842,10 @@ static fptq_status report_layer(job *J, int64_t l, double seconds, const char *d
     if (strlen(losses) >= sizeof n.losses_json)
         return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "layer %lld: manifest losses too long (%zu bytes)", (long long)l, strlen(losses));
     snprintf(n.losses_json, sizeof n.losses_json, "%s", losses);
+    *np = n;
     if (J->rank == 0)
-        return coordinator_layer_done(J, &n);
-    return fptq_world_send(J->w, 0, &n, sizeof n, NOTE_TAG);
+        return coordinator_layer_done(J, np);
+    return fptq_world_post(J->w, 0, np, sizeof *np, NOTE_TAG);
 }
 
 /* Activations between stages: rank (s, g) to rank (s + 1, g), after a
@@ -856,16 +873,46 @@ static fptq_status handoff_recv(job *J, float *x, int *stopped)
     *stopped = hdr != 0;
     if (!*stopped)
         FPTQ_TRY(fptq_world_recv(J->w, src, x, (size_t)(J->n_seq * J->T * J->m.cfg.hidden_size) * sizeof(float), HANDOFF_TAG));
+    fptq_debug("stage %d: input from stage %d received at %.2f s", J->stage, J->stage - 1, fptq_now() - J->t_start);
     return FPTQ_OK;
 }
 
 /* Full-precision forward of layers [l0, l1) in place on x (the stage-mode
  * pre-pass, and --propagate fp). */
-static fptq_status forward_fp(job *J, int64_t l0, int64_t l1, float *x)
+static fptq_status forward_fp(job *J, int64_t l0, int64_t l1, float *x, int64_t n_seq)
 {
     for (int64_t l = l0; l < l1; l++) {
         FPTQ_TRY(fptq_layer_load(&J->m, l, &J->lw));
-        FPTQ_TRY(fptq_layer_forward(J->be, &J->m.cfg, &J->lw, &J->rt, x, J->n_seq, J->T, &J->ws, NULL));
+        FPTQ_TRY(fptq_layer_forward(J->be, &J->m.cfg, &J->lw, &J->rt, x, n_seq, J->T, &J->ws, NULL));
+    }
+    return FPTQ_OK;
+}
+
+/* The full-precision pre-pass of --propagate stage / fp: stage s needs the
+ * fp activations at its first layer b_s. Rank (s-1, g) and rank (s, g)
+ * compute them together: (s-1, g) passes on its own fp input as soon as it
+ * has it, then both run the layers [b_(s-1), b_s) in full precision on half
+ * of the samples each, and (s-1, g) sends its half over. Stage s so waits
+ * half as long, and stage s-1 loses half as much time, as with one of them
+ * doing all of it. On return J->x holds this rank's fp input. */
+static fptq_status fp_prepass(job *J)
+{
+    const int64_t H = J->m.cfg.hidden_size, T = J->T, half = J->n_seq / 2;
+    const size_t row_bytes = (size_t)(T * H) * sizeof(float);
+    const int prev = (J->stage - 1) * J->per_stage + J->member, next = (J->stage + 1) * J->per_stage + J->member;
+    if (J->stage > 0) {
+        /* the previous stage's input; this rank runs the second half of the samples */
+        FPTQ_TRY(fptq_world_recv(J->w, prev, J->xw, (size_t)J->n_seq * row_bytes, HANDOFF_TAG));
+        FPTQ_TRY(forward_fp(J, J->bounds[J->stage - 1], J->bounds[J->stage], J->xw + half * T * H, J->n_seq - half));
+        memcpy(J->x + half * T * H, J->xw + half * T * H, (size_t)(J->n_seq - half) * row_bytes);
+        FPTQ_TRY(fptq_world_recv(J->w, prev, J->x, (size_t)half * row_bytes, HANDOFF_TAG));
+        fptq_debug("stage %d: full-precision input ready at %.2f s", J->stage, fptq_now() - J->t_start);
+    }
+    if (J->stage + 1 < J->stages) {
+        FPTQ_TRY(fptq_world_send(J->w, next, J->x, (size_t)J->n_seq * row_bytes, HANDOFF_TAG));
+        memcpy(J->xw, J->x, (size_t)half * row_bytes);
+        FPTQ_TRY(forward_fp(J, J->bounds[J->stage], J->bounds[J->stage + 1], J->xw, half));
+        FPTQ_TRY(fptq_world_send(J->w, next, J->xw, (size_t)half * row_bytes, HANDOFF_TAG));
     }
     return FPTQ_OK;
 }
@@ -966,6 +1013,8 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
             fptq_error_context("layer %lld", (long long)l);
             return st;
         }
+        fptq_debug("stage %d: layer %lld %s at %.2f s", J->stage, (long long)l, restored ? "restored" : "quantized",
+                   fptq_now() - J->t_start);
         FPTQ_TRY(coordinator_poll(J, ended, any_stopped));
     }
     return FPTQ_OK;
@@ -1075,6 +1124,7 @@ static fptq_status job_run(job *J)
         FPTQ_TRY_GOTO(ckpt_open(o->out_dir, &J->ck), st, done);
 
     const int64_t rows = J->n_seq * J->T, L = c->num_hidden_layers;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)L, sizeof(stage_note), "progress notes", &J->notes), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "calibration activations", &J->x), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "calibration work copy", &J->xw), st, done);
     FPTQ_TRY_GOTO(fptq_layer_alloc(c, &J->lw), st, done);
@@ -1105,13 +1155,8 @@ static fptq_status job_run(job *J)
         FPTQ_TRY_GOTO(handoff_send(J, J->x, stopped), st, done);
     } else {
         /* full-precision pre-pass through the earlier stages, then all stages at once */
-        int unused;
-        FPTQ_TRY_GOTO(handoff_recv(J, J->x, &unused), st, done);
-        if (J->stage + 1 < J->stages) {
-            memcpy(J->xw, J->x, (size_t)(rows * c->hidden_size) * sizeof(float));
-            FPTQ_TRY_GOTO(forward_fp(J, J->bounds[J->stage], J->bounds[J->stage + 1], J->xw), st, done);
-            FPTQ_TRY_GOTO(handoff_send(J, J->xw, 0), st, done);
-        }
+        if (J->w)
+            FPTQ_TRY_GOTO(fp_prepass(J), st, done);
         FPTQ_TRY_GOTO(run_stage_layers(J, &stopped, &ended, &any_stopped), st, done);
     }
 
@@ -1119,6 +1164,7 @@ static fptq_status job_run(job *J)
     if (J->w && J->member == 0 && J->rank != 0) {
         stage_note n = {.kind = NOTE_STAGE_END, .stage = J->stage, .stopped = stopped};
         FPTQ_TRY_GOTO(fptq_world_send(J->w, 0, &n, sizeof n, NOTE_TAG), st, done);
+        FPTQ_TRY_GOTO(fptq_world_flush(J->w), st, done);
     }
     if (J->rank == 0) {
         ended++;   /* stage 0, this rank's own */
@@ -1196,6 +1242,7 @@ fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quan
     free(J->x);
     free(J->xw);
     free(J->bounds);
+    free(J->notes);
     ckpt_close(J->ck);
     fptq_model_close(&J->m);
     free(J);
