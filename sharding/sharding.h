@@ -58,7 +58,7 @@ void shard_split_rows(const int64_t *rows, int n_lin, int members, int member, i
                       int64_t *row_end);
 
 /* Peak device memory of one rank, in bytes, by what holds it. The model is
- * documented in sharding.c and README: weights of the layer in flight plus the
+ * documented in sharding.c and README.md (fptq plan): weights of the layer in flight plus the
  * next one prefetched (weight_bytes each, 2 for BF16) and fp32 working copies
  * of the largest linear (W and Q); one group's Hessian accumulator and the
  * GPTQ inverse-Hessian workspace (fp32, cols^2 each, largest group); the
