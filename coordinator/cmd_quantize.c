@@ -9,6 +9,8 @@
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
+#include <signal.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,11 +41,40 @@ static void quantize_usage(FILE *f)
             "  --out CKPT_DIR         checkpoint directory; an existing one is refused without --resume\n"
             "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration)\n"
             "  --max-layers K         each stage stops cleanly after K more layers (exit status 3, resumable)\n"
+            "                         (SIGTERM and SIGUSR1 do the same after the layers in flight)\n"
             "  --backend NAME         cpu | cuda | auto (default auto)\n"
             "  --json                 print one JSON object as the summary\n"
             "  --quiet | --verbose\n"
             "\n"
             "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
+}
+
+/* SIGTERM (a scheduler's stop, or mpirun passing one on) and SIGUSR1 (a
+ * batch system's warning before the time limit): finish the layers in
+ * flight, write them, stop with exit status 3. A second one is no different:
+ * only SIGKILL stops a layer midway, and that never damages finished ones. */
+static void on_stop_signal(int signo)
+{
+    static const char msg[] = "fptq: stop requested by signal: finishing the layer in flight, then stopping\n";
+    if (!fptq_stop_signal()) {
+        ssize_t unused = write(STDERR_FILENO, msg, sizeof msg - 1);
+        (void)unused;
+    }
+    fptq_request_stop(signo);
+}
+
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+    /* past a file-size limit, writes fail with EFBIG (reported, checkpoint
+     * intact) instead of the process dying of SIGXFSZ */
+    signal(SIGXFSZ, SIG_IGN);
 }
 
 static void print_summary(const fptq_quantize_opts *o, const fptq_quantize_result *r, int json)
@@ -52,6 +83,8 @@ static void print_summary(const fptq_quantize_opts *o, const fptq_quantize_resul
         cJSON *j = cJSON_CreateObject();
         cJSON_AddStringToObject(j, "checkpoint", o->out_dir);
         cJSON_AddStringToObject(j, "status", r->stopped_early ? "stopped" : "done");
+        if (r->stop_signal > 0)
+            cJSON_AddNumberToObject(j, "signal", r->stop_signal);
         cJSON_AddNumberToObject(j, "layers", (double)r->layers_total);
         cJSON_AddNumberToObject(j, "layers_quantized", (double)r->layers_done_now);
         cJSON_AddNumberToObject(j, "layers_restored", (double)r->layers_skipped);
@@ -63,8 +96,13 @@ static void print_summary(const fptq_quantize_opts *o, const fptq_quantize_resul
         free(s);
         cJSON_Delete(j);
     } else if (r->stopped_early) {
-        printf("stopped after %lld layer(s) as asked; %s is resumable with --resume\n", (long long)r->layers_done_now,
-               o->out_dir);
+        if (r->stop_signal > 0)
+            printf("stopped by signal %d (%s) after %lld layer(s); %s is resumable with --resume\n", r->stop_signal,
+                   r->stop_signal == SIGTERM ? "SIGTERM" : r->stop_signal == SIGUSR1 ? "SIGUSR1" : "?",
+                   (long long)r->layers_done_now, o->out_dir);
+        else
+            printf("stopped after %lld layer(s) as asked; %s is resumable with --resume\n", (long long)r->layers_done_now,
+                   o->out_dir);
     } else {
         printf("done: %s, %lld layers (%lld quantized now, %lld restored), %.1f s, digest %s\n", o->out_dir,
                (long long)r->layers_total, (long long)r->layers_done_now, (long long)r->layers_skipped, r->seconds,
@@ -156,6 +194,7 @@ int cmd_quantize(int argc, char **argv)
         fptq_log_set_prefix(prefix);
     }
     o.progress = verbosity > 0 && w.rank == 0;
+    install_signal_handlers();
     const fptq_backend *be;
     fptq_quantize_result r;
     st = fptq_backend_select(backend, &be);

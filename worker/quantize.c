@@ -31,6 +31,13 @@
 #define FPTQ_VERSION "dev"
 #endif
 
+/* ---- stop requests ---------------------------------------------------------- */
+
+static volatile sig_atomic_t stop_signo = 0;
+
+void fptq_request_stop(int signo) { stop_signo = signo ? signo : -1; }
+int fptq_stop_signal(void) { return stop_signo; }
+
 /* ---- recipe ----------------------------------------------------------------- */
 
 static const char *const method_names[] = {"rtn", "gptq", "awq"};
@@ -776,6 +783,7 @@ typedef struct job {
     char fault[8];
     int fault_rank;
     int64_t fault_layer;
+    long delay_ms;
     /* coordinator's bookkeeping */
     double t_start;
     int64_t finished_now, pending_at_start;
@@ -919,8 +927,10 @@ static fptq_status fp_prepass(job *J)
 
 /* FPTQ_FAULT=kill:R:L makes world rank R kill itself with SIGKILL as it
  * starts layer L; fail:R:L makes it fail there with an error, as a bad
- * tensor would. The multi-rank and Slurm tests use it to stop a rank at a
- * known point; it does nothing unless set. */
+ * tensor would; term:R:L makes it raise SIGTERM just before layer L's file
+ * is written. FPTQ_TEST_LAYER_DELAY_MS=N sleeps N ms before each layer, so
+ * that a test's signal or time limit lands mid-job. The multi-rank and
+ * Slurm tests use them; they do nothing unless set. */
 static void fault_parse(job *J)
 {
     const char *f = getenv("FPTQ_FAULT");
@@ -929,16 +939,18 @@ static void fault_parse(job *J)
     int rank;
     char kind[8];
     if (f && sscanf(f, "%4[a-z]:%d:%lld", kind, &rank, &layer) == 3 &&
-        (strcmp(kind, "kill") == 0 || strcmp(kind, "fail") == 0)) {
+        (strcmp(kind, "kill") == 0 || strcmp(kind, "fail") == 0 || strcmp(kind, "term") == 0)) {
         snprintf(J->fault, sizeof J->fault, "%s", kind);
         J->fault_rank = rank;
         J->fault_layer = layer;
     }
+    const char *d = getenv("FPTQ_TEST_LAYER_DELAY_MS");
+    J->delay_ms = d ? atol(d) : 0;
 }
 
 static fptq_status fault_point(const job *J, int64_t l)
 {
-    if (!J->fault[0] || J->fault_rank != J->rank || J->fault_layer != l)
+    if (!J->fault[0] || J->fault[0] == 't' || J->fault_rank != J->rank || J->fault_layer != l)
         return FPTQ_OK;
     if (strcmp(J->fault, "kill") == 0) {
         fptq_warn("FPTQ_FAULT: rank %d kills itself (SIGKILL) at layer %lld", J->rank, (long long)l);
@@ -957,16 +969,36 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
         const double t0 = fptq_now();
         ckpt_layer cl;
         memset(&cl, 0, sizeof cl);
-        fptq_status st;
-        const int restored = ckpt_layer_done(J->ck, l);
+        fptq_status st = FPTQ_OK;
+        int restored = ckpt_layer_done(J->ck, l);
         if (restored) {
-            st = ckpt_read_layer(J->ck, l, &cl);   /* rebuild the output from what is stored */
-            if (J->rank == 0)
+            /* rebuild the output from what is stored; a file that fails its
+             * digest (truncated, corrupted) is quantized again instead */
+            int64_t bad = ckpt_read_layer(J->ck, l, &cl) != FPTQ_OK;
+            if (bad)
+                fptq_warn("layer %lld: %s; quantizing it again", (long long)l, fptq_last_error());
+            fptq_clear_error();
+            FPTQ_TRY(J->coll.allreduce(J->coll.ctx, &bad, 1, FPTQ_DT_I64, FPTQ_OP_MAX));
+            if (bad) {
+                ckpt_layer_free(&cl);
+                memset(&cl, 0, sizeof cl);
+                restored = 0;
+            } else if (J->rank == 0) {
                 J->res->layers_skipped++;
-        } else if (J->o->max_layers > 0 && done_now >= J->o->max_layers) {
-            *stopped = 1;
-            break;
-        } else {
+            }
+        }
+        if (!restored) {
+            /* stop here, all ranks of the stage together, when asked to */
+            int64_t stop = (J->o->max_layers > 0 && done_now >= J->o->max_layers) || stop_signo != 0;
+            FPTQ_TRY(J->coll.allreduce(J->coll.ctx, &stop, 1, FPTQ_DT_I64, FPTQ_OP_MAX));
+            if (stop) {
+                *stopped = 1;
+                break;
+            }
+            if (J->delay_ms > 0) {
+                struct timespec ts = {J->delay_ms / 1000, (J->delay_ms % 1000) * 1000000L};
+                nanosleep(&ts, NULL);
+            }
             st = fault_point(J, l);
             if (st == FPTQ_OK)
                 st = fptq_layer_load(&J->m, l, &J->lw);
@@ -974,6 +1006,10 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
                 st = quantize_layer(J->be, &J->m, &J->r, &J->lj, l, &J->lw, J->x, J->xw, J->n_seq, J->T, &J->rt,
                                     &J->ws, &cl);
             cl.seconds = fptq_now() - t0;
+            if (st == FPTQ_OK && J->fault[0] == 't' && J->fault_rank == J->rank && J->fault_layer == l) {
+                fptq_warn("FPTQ_FAULT: rank %d raises SIGTERM as layer %lld is written", J->rank, (long long)l);
+                raise(SIGTERM);
+            }
             if (st == FPTQ_OK && J->member == 0) {
                 char digest[65], *losses = NULL;
                 st = ckpt_write_layer_file(J->ck, &cl, digest, &losses);
@@ -1180,6 +1216,7 @@ static fptq_status job_run(job *J)
             }
         }
         J->res->stopped_early = any_stopped;
+        J->res->stop_signal = stop_signo;
         if (!any_stopped)
             FPTQ_TRY_GOTO(ckpt_digest(J->ck, J->res->digest), st, done);
     }

@@ -47,7 +47,8 @@ typedef struct fptq_quantize_opts {
 
 typedef struct fptq_quantize_result {
     int64_t layers_total, layers_done_now, layers_skipped;
-    int stopped_early;         /* --max-layers reached: the checkpoint is resumable */
+    int stopped_early;         /* --max-layers reached or a stop requested: the checkpoint is resumable */
+    int stop_signal;           /* the signal that stopped it, 0 for --max-layers */
     double seconds;
     char digest[65];           /* whole-checkpoint digest, when finished */
     double loss[LIN_COUNT];    /* summed over the layers quantized by this run */
@@ -56,6 +57,12 @@ typedef struct fptq_quantize_result {
 /* Every rank of w calls it (w NULL or of size 1: one rank, no MPI needed).
  * The result (digest, counts) is complete on rank 0; stopped_early on all. */
 fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quantize_opts *o, fptq_quantize_result *r);
+
+/* A request to stop cleanly: the layers in flight finish and are written,
+ * then the job returns with stopped_early set (exit status 3). Safe to call
+ * from a signal handler; main() installs one for SIGTERM and SIGUSR1. */
+void fptq_request_stop(int signo);
+int fptq_stop_signal(void);   /* the signal that asked, 0 if none */
 
 /* The statistics of every linear group's input (stats[LGROUP_COUNT], each
  * initialised by the caller to its group's input width) for the
