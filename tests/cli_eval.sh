@@ -5,18 +5,7 @@
 set -u
 fptq=$1
 ex=$2
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() { # name, condition result (0 = ok), detail
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; pass=$((pass + 1))
-    else
-        echo "FAIL $1: $3"; fail=$((fail + 1))
-    fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 golden_args=(--model "$ex/stories260K" --tokens "$ex/tinystories.tok512.npy" --seqlen 256 --windows 16 --start 40960)
 
@@ -82,5 +71,4 @@ else
     echo "skip --backend cuda refusal: a GPU is present"
 fi
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

@@ -6,18 +6,7 @@
 set -u
 fptq=$1
 data=$2
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() { # name, condition result (0 = ok), detail
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; pass=$((pass + 1))
-    else
-        echo "FAIL $1: $3"; fail=$((fail + 1))
-    fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 c405="$data/llama-3.1-405b-config.json"
 c70="$data/llama-3.1-70b-config.json"
@@ -165,5 +154,4 @@ assert c["samples_per_rank_max"] == 13 and c["samples_per_rank_min"] == 12, c
 ' "$tmp/out" && ok=0
 check "uneven split: 100 samples over 8 ranks -> 13 at most" $ok "$(detail)"
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -8,18 +8,7 @@
 set -u
 fptq=$1
 ex=$2
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() { # name, status (0 = ok), detail
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; pass=$((pass + 1))
-    else
-        echo "FAIL $1: $3"; fail=$((fail + 1))
-    fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 model="$ex/stories260K"
 calib=(--model "$model" --calib "$ex/tinystories.tok512.npy" --calib-samples 128 --calib-seqlen 256)
@@ -123,5 +112,4 @@ check "w8a16 within 0.5% of fp32" $? "$w8 vs $fp32"
 awk -v a="$fp8" -v b="$fp32" 'BEGIN { d = a / b - 1; exit !(d < 0.02 && d > -0.02) }'
 check "fp8 within 2% of fp32" $? "$fp8 vs $fp32"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

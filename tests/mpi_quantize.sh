@@ -8,18 +8,7 @@
 set -u
 fptq=$1
 ex=$2
-pass=0
-fail=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-check() { # name, status (0 = ok), detail
-    if [ "$2" -eq 0 ]; then
-        echo "ok $1"; pass=$((pass + 1))
-    else
-        echo "FAIL $1: $3"; fail=$((fail + 1))
-    fi
-}
+. "$(dirname "$0")/testlib.sh"
 
 mpi() { # np, then mpirun's program and arguments; stops after 120 s whatever happens
     local np=$1
@@ -100,5 +89,4 @@ rc=$?
 [ $rc -eq 0 ] && grep -q "not be bit-identical" "$tmp/w.err" && grep -q "4 quantized now, 1 restored" "$tmp/w.out"
 check "resume of a 2-rank checkpoint on 1 rank works, with a warning" $? "rc=$rc $(cat "$tmp/w.out" "$tmp/w.err")"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish
