@@ -1,0 +1,445 @@
+/*
+ * One layer's calibration and quantization (layer_quant.h): statistics
+ * summed over the stage's ranks as raw sums and counts, scale folds, GPTQ /
+ * RTN / AWQ on each rank's share of the rows, gathered so that every rank
+ * holds the whole quantized layer; and the statistics alone, for tests.
+ */
+#include "layer_quant.h"
+
+#include "../kernels/smooth.h"
+#include "../sharding/sharding.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* tr((W - Q) H (W - Q)^T): the output error GPTQ minimises, the same measure for every method. */
+static fptq_status proxy_loss(const float *W, const float *Q, int64_t rows, int64_t cols, const float *H,
+                              double *loss)
+{
+    float *D = NULL, *DH = NULL;
+    fptq_status st;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error", &D), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error x H", &DH), st, done);
+    for (int64_t i = 0; i < rows * cols; i++)
+        D[i] = W[i] - Q[i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, D, (int)cols,
+                H, (int)cols, 0.0f, DH, (int)cols);
+    double sum = 0.0;
+    for (int64_t i = 0; i < rows * cols; i++)
+        sum += (double)D[i] * DH[i];
+    *loss = sum;
+    st = FPTQ_OK;
+done:
+    free(D);
+    free(DH);
+    return st;
+}
+
+/* The smooth_group of the linears reading group g's input. */
+static smooth_group group_of(const layer_job *j, fptq_linear_group g)
+{
+    fptq_linear_id first;
+    int count;
+    fptq_linear_group_members(g, &first, &count);
+    smooth_group sg = {.n_lin = count};
+    for (int i = 0; i < count; i++) {
+        int64_t out, in;
+        fptq_linear_shape(j->c, (fptq_linear_id)(first + i), &out, &in);
+        sg.W[i] = j->lw->w[first + i];
+        sg.rows[i] = out;
+        sg.cols = in;
+    }
+    return sg;
+}
+
+/* Folds X / s into what produces X, and W s into the group's linears.
+ * Returns 0 when the group's input cannot absorb a scale (o_proj under GQA:
+ * v_proj's rows feed several heads' worth of o_proj columns). */
+static int fold_group_scale(layer_job *j, fptq_linear_group g, const float *s, float *X, int64_t rows)
+{
+    const llama_config *c = j->c;
+    fptq_layer_weights *lw = j->lw;
+    smooth_group sg = group_of(j, g);
+    switch (g) {
+    case LGROUP_QKV: fold_scale_into_norm(lw->attn_norm, sg.cols, s); break;
+    case LGROUP_GATE_UP: fold_scale_into_norm(lw->mlp_norm, sg.cols, s); break;
+    case LGROUP_DOWN: fold_scale_into_output(lw->w[LIN_UP], NULL, c->intermediate_size, c->hidden_size, s); break;
+    case LGROUP_O:
+        if (c->num_key_value_heads != c->num_attention_heads)
+            return 0;
+        fold_scale_into_output(lw->w[LIN_V], lw->bias[LIN_V], c->num_key_value_heads * c->head_dim, c->hidden_size, s);
+        break;
+    default: return 0;
+    }
+    for (int i = 0; i < sg.n_lin; i++)
+        fold_scale_into_input(sg.W[i], sg.rows[i], sg.cols, s);
+    scale_input_columns(X, rows, sg.cols, s);
+    return 1;
+}
+
+/* Copies rows [r0, r0 + part->rows) of a quantized tensor into the whole one. */
+static void put_rows(quant_tensor *whole, const quant_tensor *part, int64_t r0)
+{
+    const int64_t cols = whole->cols, ng = whole->n_groups;
+    memcpy(whole->codes + r0 * cols, part->codes, (size_t)(part->rows * cols));
+    memcpy(whole->scales + r0 * ng, part->scales, (size_t)(part->rows * ng) * sizeof(float));
+    if (whole->zeros)
+        memcpy(whole->zeros + r0 * ng, part->zeros, (size_t)(part->rows * ng) * sizeof(int32_t));
+}
+
+/* Every rank's rows of a quantized tensor, gathered so that all hold all of it. */
+static fptq_status gather_rows(const layer_job *j, quant_tensor *q, const int64_t *row_begin, const int64_t *row_end)
+{
+    const fptq_collectives *c = j->coll;
+    if (c->size == 1)
+        return FPTQ_OK;
+    size_t *counts;
+    FPTQ_TRY(fptq_calloc((size_t)c->size, sizeof(size_t), "gather counts", &counts));
+    const int64_t cols = q->cols, ng = q->n_groups, mine = row_begin[c->rank];
+    fptq_status st;
+    for (int m = 0; m < c->size; m++)
+        counts[m] = (size_t)((row_end[m] - row_begin[m]) * cols);
+    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, q->codes + mine * cols, q->codes, counts), st, done);
+    for (int m = 0; m < c->size; m++)
+        counts[m] = (size_t)((row_end[m] - row_begin[m]) * ng) * sizeof(float);
+    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, q->scales + mine * ng, q->scales, counts), st, done);
+    if (q->zeros)
+        FPTQ_TRY_GOTO(c->allgatherv(c->ctx, q->zeros + mine * ng, q->zeros, counts), st, done);
+    st = FPTQ_OK;
+done:
+    free(counts);
+    return st;
+}
+
+/* Quantizes this rank's rows [r0, r1) of linear id (rows are independent
+ * once H is shared), gathers every rank's rows, and leaves the dequantized
+ * weights in the layer so the next group sees them. */
+static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_t *row_begin, const int64_t *row_end,
+                                   const float *H)
+{
+    const fptq_recipe *r = j->r;
+    const fptq_collectives *coll = j->coll;
+    int64_t out, in;
+    fptq_linear_shape(j->c, id, &out, &in);
+    ckpt_linear *cl = &j->out->lin[id];
+    float *W = j->lw->w[id];
+    const int64_t r0 = row_begin[coll->rank], nr = row_end[coll->rank] - r0;
+    const int64_t ng = quant_n_groups(&r->weight, in);
+    snprintf(cl->name, sizeof cl->name, "%s", fptq_linear_name(id));
+    snprintf(cl->method, sizeof cl->method, "%s", fptq_method_name(r->method));
+    FPTQ_TRY(quant_tensor_alloc(&r->weight, out, in, r->act_order, &cl->q));
+    memcpy(j->Wf, W, (size_t)(out * in) * sizeof(float));
+
+    double loss = 0.0;
+    float damp = 0.0f;
+    if (nr > 0) {
+        quant_tensor part;
+        FPTQ_TRY(quant_tensor_alloc(&r->weight, nr, in, r->act_order, &part));
+        fptq_status st;
+        if (r->method == METHOD_GPTQ) {
+            gptq_opts go = {.damp_percent = r->damp, .block_size = 128, .act_order = r->act_order};
+            gptq_result gr;
+            st = gptq_quantize_hinv(j->Wf + r0 * in, nr, in, &j->hinv, &go, &part, NULL, &gr);
+            damp = gr.damp;
+        } else {
+            st = quant_rtn(j->Wf + r0 * in, nr, in, j->clip[id] ? j->clip[id] + r0 * ng : NULL, &part);
+        }
+        if (st == FPTQ_OK) {
+            put_rows(&cl->q, &part, r0);
+            quant_dequantize(&part, j->Qpart);
+            st = proxy_loss(j->Wf + r0 * in, j->Qpart, nr, in, H, &loss);
+        }
+        quant_tensor_free(&part);
+        FPTQ_TRY(st);
+    }
+    FPTQ_TRY(gather_rows(j, &cl->q, row_begin, row_end));
+    if (cl->q.g_idx) /* act-order keeps static groups: column c is in group c / group_size */
+        for (int64_t c = 0; c < in; c++)
+            cl->q.g_idx[c] = r->weight.group_size > 0 ? (int32_t)(c / r->weight.group_size) : 0;
+    FPTQ_TRY(coll->allreduce(coll->ctx, &loss, 1, FPTQ_DT_F64, FPTQ_OP_SUM));
+    FPTQ_TRY(coll->allreduce(coll->ctx, &damp, 1, FPTQ_DT_F32, FPTQ_OP_MAX));
+    cl->loss = loss;
+    cl->damp = damp;
+    quant_dequantize(&cl->q, W);
+    if (j->lw->bias[id]) {
+        FPTQ_TRY(fptq_calloc((size_t)out, sizeof(float), "bias copy", &cl->bias));
+        memcpy(cl->bias, j->lw->bias[id], (size_t)out * sizeof(float));
+    }
+    return FPTQ_OK;
+}
+
+/* The statistics of X, summed over the stage's ranks (raw sums and token
+ * counts; scaled once, later, into H). */
+static fptq_status gather_stats(layer_job *j, linear_stats *stats, const float *X, int64_t rows)
+{
+    const fptq_collectives *c = j->coll;
+    linear_stats_reset(stats);
+    FPTQ_TRY(linear_stats_accumulate(stats, X, rows));
+    const size_t cols = (size_t)stats->cols;
+    FPTQ_TRY(c->allreduce(c->ctx, stats->xtx, cols * cols, FPTQ_DT_F32, FPTQ_OP_SUM));
+    FPTQ_TRY(c->allreduce(c->ctx, stats->abs_sum, cols, FPTQ_DT_F64, FPTQ_OP_SUM));
+    FPTQ_TRY(c->allreduce(c->ctx, stats->abs_max, cols, FPTQ_DT_F32, FPTQ_OP_MAX));
+    FPTQ_TRY(c->allreduce(c->ctx, &stats->tokens, 1, FPTQ_DT_I64, FPTQ_OP_SUM));
+    return FPTQ_OK;
+}
+
+/* AWQ scores on a subsample of AWQ_TOKENS tokens: evenly spaced rows of
+ * every rank's X, gathered, so that all ranks search on the same data (and
+ * one rank picks exactly the rows awq_search_scale would pick itself). */
+#define AWQ_TOKENS 4096
+static fptq_status gather_subsample(layer_job *j, const float *X, int64_t rows, int64_t cols, int64_t *n_out)
+{
+    const fptq_collectives *c = j->coll;
+    int64_t total = rows;
+    FPTQ_TRY(c->allreduce(c->ctx, &total, 1, FPTQ_DT_I64, FPTQ_OP_SUM));
+    const int64_t want = total < AWQ_TOKENS ? total : AWQ_TOKENS;
+    int64_t *k;
+    size_t *counts;
+    FPTQ_TRY(fptq_calloc((size_t)c->size, sizeof(int64_t), "subsample sizes", &k));
+    fptq_status st = fptq_calloc((size_t)c->size, sizeof(size_t), "subsample counts", &counts);
+    if (st != FPTQ_OK) {
+        free(k);
+        return st;
+    }
+    /* this rank's share, in proportion to its tokens */
+    const int64_t mine = (int64_t)((double)want * (double)rows / (double)total + 0.5);
+    for (int m = 0; m < c->size; m++)
+        counts[m] = sizeof(int64_t);
+    k[c->rank] = mine < rows ? mine : rows;
+    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, &k[c->rank], k, counts), st, done);
+    int64_t off = 0, n = 0;
+    for (int m = 0; m < c->size; m++) {
+        if (m < c->rank)
+            off += k[m];
+        n += k[m];
+        counts[m] = (size_t)(k[m] * cols) * sizeof(float);
+    }
+    float *dst = j->Xs + off * cols;
+    for (int64_t i = 0; i < k[c->rank]; i++)
+        memcpy(dst + i * cols, X + (i * rows / k[c->rank]) * cols, (size_t)cols * sizeof(float));
+    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, dst, j->Xs, counts), st, done);
+    *n_out = n;
+    st = FPTQ_OK;
+done:
+    free(k);
+    free(counts);
+    return st;
+}
+
+/* The hook: statistics, scale folds, quantization of group g, activation scales. */
+static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols)
+{
+    layer_job *j = ctx;
+    const fptq_recipe *r = j->r;
+    fptq_linear_id first;
+    int count;
+    fptq_linear_group_members(g, &first, &count);
+    linear_stats *stats = &j->stats[g];
+    FPTQ_TRY(gather_stats(j, stats, X, rows));
+
+    if (j->awq_search_only) {
+        smooth_group sg = group_of(j, g);
+        for (int64_t k = 0; k < cols; k++)
+            j->abs_mean[k] = stats->abs_sum[k] / (double)stats->tokens;
+        int64_t ns;
+        FPTQ_TRY(gather_subsample(j, X, rows, cols, &ns));
+        awq_opts ao = {.grid = 20, .max_tokens = AWQ_TOKENS, .clip_grid = 20};
+        float alpha = 0.0f;
+        double err = 0.0;
+        const int can_fold = g != LGROUP_O || j->c->num_key_value_heads == j->c->num_attention_heads;
+        if (can_fold) {
+            FPTQ_TRY(awq_search_scale(j->Xs, ns, &sg, &r->weight, j->abs_mean, &ao, j->scale, &alpha, &err));
+            fold_group_scale(j, g, j->scale, X, rows);
+            scale_input_columns(j->Xs, ns, cols, j->scale);
+        }
+        for (int i = 0; i < count; i++)
+            FPTQ_TRY(awq_search_clip(j->Xs, ns, sg.W[i], sg.rows[i], cols, &r->weight, &ao, j->clip[first + i]));
+        fptq_debug("layer %lld %s: AWQ alpha %.2f", (long long)j->layer, fptq_linear_group_name(g), alpha);
+        return FPTQ_OK;
+    }
+
+    if (r->smoothquant_alpha >= 0.0f && (g == LGROUP_QKV || g == LGROUP_GATE_UP)) {
+        smooth_group sg = group_of(j, g);
+        smoothquant_scales(stats->abs_max, &sg, r->smoothquant_alpha, j->scale);
+        fold_group_scale(j, g, j->scale, X, rows);
+        FPTQ_TRY(gather_stats(j, stats, X, rows));
+    }
+
+    FPTQ_TRY(linear_stats_hessian(stats, j->H));
+    if (r->method == METHOD_GPTQ) {
+        /* one inverse-Hessian factor for all the linears that read this input */
+        gptq_opts go = {.damp_percent = r->damp, .act_order = r->act_order};
+        gptq_hinv_free(&j->hinv);
+        fptq_status st = gptq_hinv_compute(j->H, cols, &go, &j->hinv);
+        if (st != FPTQ_OK) {
+            fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_group_name(g));
+            return st;
+        }
+        if (j->hinv.retries)
+            fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
+                      fptq_linear_group_name(g), j->hinv.retries, j->hinv.damp);
+    }
+    int64_t lin_rows[4], begin[4], end[4];
+    for (int i = 0; i < count; i++) {
+        int64_t in;
+        fptq_linear_shape(j->c, (fptq_linear_id)(first + i), &lin_rows[i], &in);
+    }
+    for (int i = 0; i < count; i++) {
+        /* every rank's rows of linear i, for the gather */
+        int64_t *rb = j->row_begin, *re = j->row_end;
+        for (int m = 0; m < j->coll->size; m++) {
+            shard_split_rows(lin_rows, count, j->coll->size, m, begin, end);
+            rb[m] = begin[i];
+            re[m] = end[i];
+        }
+        fptq_status st = quantize_linear(j, (fptq_linear_id)(first + i), rb, re, j->H);
+        if (st != FPTQ_OK) {
+            fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_name((fptq_linear_id)(first + i)));
+            return st;
+        }
+    }
+
+    act_quant a = {.kind = r->act};
+    if (r->act == ACTQ_INT8_STATIC || r->act == ACTQ_FP8_STATIC) {
+        float amax = 0.0f;
+        for (int64_t k = 0; k < cols; k++)
+            amax = fmaxf(amax, stats->abs_max[k]);
+        a.scale = amax > 0.0f ? amax / (r->act == ACTQ_FP8_STATIC ? 448.0f : 127.0f) : 1.0f;
+    }
+    for (int i = 0; i < count; i++) {
+        j->lw->act[first + i] = a;
+        j->out->lin[first + i].act = a;
+    }
+    return FPTQ_OK;
+}
+
+fptq_status layer_job_init(layer_job *j, const fptq_collectives *coll, const fptq_recipe *r,
+                                  const llama_config *c)
+{
+    memset(j, 0, sizeof *j);
+    j->coll = coll;
+    j->r = r;
+    j->c = c;
+    int64_t max_cols = 0, max_w = 0;
+    for (int id = 0; id < LIN_COUNT; id++) {
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        max_cols = in > max_cols ? in : max_cols;
+        max_w = out * in > max_w ? out * in : max_w;
+        if (r->method == METHOD_AWQ)
+            FPTQ_TRY(fptq_calloc((size_t)(out * quant_n_groups(&r->weight, in)), sizeof(float), "AWQ clips", &j->clip[id]));
+    }
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        fptq_linear_id first;
+        int count;
+        int64_t out, in;
+        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
+        fptq_linear_shape(c, first, &out, &in);
+        FPTQ_TRY(linear_stats_init(in, &j->stats[g]));
+    }
+    FPTQ_TRY(fptq_calloc((size_t)(max_cols * max_cols), sizeof(float), "Hessian", &j->H));
+    FPTQ_TRY(fptq_calloc((size_t)max_w, sizeof(float), "weight copy", &j->Wf));
+    FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(float), "channel scales", &j->scale));
+    FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel means", &j->abs_mean));
+    FPTQ_TRY(fptq_calloc((size_t)max_w, sizeof(float), "quantized rows", &j->Qpart));
+    FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_begin));
+    FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_end));
+    if (r->method == METHOD_AWQ)
+        FPTQ_TRY(fptq_calloc((size_t)(AWQ_TOKENS + coll->size) * (size_t)max_cols, sizeof(float), "AWQ subsample", &j->Xs));
+    return FPTQ_OK;
+}
+
+void layer_job_free(layer_job *j)
+{
+    for (int g = 0; g < LGROUP_COUNT; g++)
+        linear_stats_free(&j->stats[g]);
+    free(j->H);
+    free(j->Wf);
+    free(j->scale);
+    free(j->abs_mean);
+    free(j->Qpart);
+    free(j->Xs);
+    free(j->row_begin);
+    free(j->row_end);
+    gptq_hinv_free(&j->hinv);
+    for (int id = 0; id < LIN_COUNT; id++)
+        free(j->clip[id]);
+    memset(j, 0, sizeof *j);
+}
+
+/* Calibrates and quantizes layer l of the fp weights in lw, on a copy of x. */
+fptq_status quantize_layer(const fptq_backend *be, const fptq_model *m, const fptq_recipe *r, layer_job *j,
+                                  int64_t l, fptq_layer_weights *lw, const float *x, float *xw, int64_t n_seq,
+                                  int64_t seq_len, const rope_table *rt, fptq_forward_ws *ws, ckpt_layer *out)
+{
+    const llama_config *c = &m->cfg;
+    const size_t xbytes = (size_t)(n_seq * seq_len * c->hidden_size) * sizeof(float);
+    fptq_layer_hooks hooks = {.before_group = layer_job_group, .ctx = j};
+    j->layer = l;
+    j->lw = lw;
+    j->out = out;
+    out->index = l;
+    out->hidden = c->hidden_size;
+    out->n_linears = LIN_COUNT;
+    if (r->method == METHOD_AWQ) {
+        /* AWQ searches on the full-precision block, then quantizes (llm-awq's order) */
+        j->awq_search_only = 1;
+        memcpy(xw, x, xbytes);
+        FPTQ_TRY(fptq_layer_forward(be, c, lw, rt, xw, n_seq, seq_len, ws, &hooks));
+        j->awq_search_only = 0;
+    }
+    memcpy(xw, x, xbytes);
+    FPTQ_TRY(fptq_layer_forward(be, c, lw, rt, xw, n_seq, seq_len, ws, &hooks));
+    FPTQ_TRY(fptq_calloc((size_t)c->hidden_size, sizeof(float), "norm copy", &out->attn_norm));
+    FPTQ_TRY(fptq_calloc((size_t)c->hidden_size, sizeof(float), "norm copy", &out->mlp_norm));
+    memcpy(out->attn_norm, lw->attn_norm, (size_t)c->hidden_size * sizeof(float));
+    memcpy(out->mlp_norm, lw->mlp_norm, (size_t)c->hidden_size * sizeof(float));
+    return FPTQ_OK;
+}
+
+/* ---- statistics alone (tests, diagnostics) ------------------------------------------ */
+
+typedef struct stats_hook {
+    layer_job j;                  /* only its collectives are used */
+    linear_stats *stats;
+} stats_hook;
+
+static fptq_status stats_hook_group(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols)
+{
+    stats_hook *h = ctx;
+    return gather_stats(&h->j, &h->stats[g], X, rows);
+}
+
+fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const fptq_collectives *coll, int64_t l,
+                             const float *x, int64_t n_seq, int64_t T, linear_stats *stats)
+{
+    const llama_config *c = &m->cfg;
+    const int64_t rows = n_seq * T;
+    stats_hook h;
+    memset(&h, 0, sizeof h);
+    h.j.coll = coll;
+    h.stats = stats;
+    fptq_layer_hooks hooks = {.before_group = stats_hook_group, .ctx = &h};
+    fptq_layer_weights lw = {0};
+    fptq_forward_ws ws = {0};
+    rope_table rt = {0};
+    float *xw = NULL;
+    const rope_params rp = fptq_rope_params(c);
+    fptq_status st;
+    FPTQ_TRY_GOTO(fptq_layer_alloc(c, &lw), st, done);
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(c, rows, &ws), st, done);
+    FPTQ_TRY_GOTO(rope_table_init(&rp, T, &rt), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "activations copy", &xw), st, done);
+    memcpy(xw, x, (size_t)(rows * c->hidden_size) * sizeof(float));
+    FPTQ_TRY_GOTO(fptq_layer_load(m, l, &lw), st, done);
+    FPTQ_TRY_GOTO(fptq_layer_forward(be, c, &lw, &rt, xw, n_seq, T, &ws, &hooks), st, done);
+    st = FPTQ_OK;
+done:
+    free(xw);
+    rope_table_free(&rt);
+    fptq_forward_ws_free(&ws);
+    fptq_layer_free(&lw);
+    return st;
+}
