@@ -58,9 +58,27 @@ typedef struct fptq_backend {
      * into the running row max m[n] and sum s[n] = sum exp(l - m). Start with m = -inf, s = 0. */
     fptq_status (*logsumexp_accumulate)(const float *logits, int64_t n, int64_t cols, int64_t ld,
                                         double *m, double *s);
+
+    /* ---- memory in the backend's space. The CPU's are calloc / free / memcpy;
+     * the CUDA backend's are device memory, and its ops above are queued on one
+     * stream: upload and download wait for them, sync reports their failures.
+     * The data pointers of the ops live in this space; the parameter structs
+     * (rope_table, act_quant) are host memory on every backend. ---- */
+    /* bytes of zeroed memory (0 bytes gives a valid pointer) */
+    fptq_status (*mem_alloc)(size_t bytes, const char *what, void **out);
+    void (*mem_free)(void *p);                                  /* NULL is a no-op */
+    fptq_status (*upload)(void *dst, const void *host_src, size_t bytes);
+    fptq_status (*download)(void *host_dst, const void *src, size_t bytes);
+    fptq_status (*mem_copy)(void *dst, const void *src, size_t bytes); /* within the space */
+    fptq_status (*sync)(void);
 } fptq_backend;
 
 extern const fptq_backend fptq_backend_cpu;
+
+/* The CUDA table (kernels/cuda/cuda_backend.cu), whose ops take device
+ * pointers; NULL in a build without CUDA. For the GPU parity test and the
+ * benchmark: the pipeline does not run on it yet (fptq_backend_select). */
+const fptq_backend *fptq_backend_cuda_table(void);
 
 /* "cpu", "cuda" or "auto" (CUDA where a device is usable, else the CPU). */
 fptq_status fptq_backend_select(const char *name, const fptq_backend **out);

@@ -150,6 +150,24 @@ static fptq_status cpu_act_quant(const act_quant *a, float *X, int64_t rows, int
     return FPTQ_OK;
 }
 
+/* ---- memory: the host's own ------------------------------------------------ */
+
+static fptq_status cpu_mem_alloc(size_t bytes, const char *what, void **out)
+{
+    return fptq_calloc(bytes, 1, what, out);
+}
+
+static void cpu_mem_free(void *p) { free(p); }
+
+static fptq_status cpu_memcpy(void *dst, const void *src, size_t bytes)
+{
+    if (bytes)
+        memcpy(dst, src, bytes);
+    return FPTQ_OK;
+}
+
+static fptq_status cpu_sync(void) { return FPTQ_OK; }
+
 const fptq_backend fptq_backend_cpu = {
     .name = "cpu",
     .linear = cpu_linear,
@@ -160,4 +178,10 @@ const fptq_backend fptq_backend_cpu = {
     .add = cpu_add,
     .act_quant = cpu_act_quant,
     .logsumexp_accumulate = cpu_logsumexp_accumulate,
+    .mem_alloc = cpu_mem_alloc,
+    .mem_free = cpu_mem_free,
+    .upload = cpu_memcpy,
+    .download = cpu_memcpy,
+    .mem_copy = cpu_memcpy,
+    .sync = cpu_sync,
 };

@@ -1,0 +1,2 @@
+// CPU emulation (tests/gpu/emu): stands in for <cuda_bf16.h>
+#include "cuda_emu.h"
