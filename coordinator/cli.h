@@ -24,5 +24,6 @@ int cmd_eval(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_export(int argc, char **argv);
 
 #endif

@@ -25,9 +25,8 @@ static void usage(FILE *f)
             "  eval      perplexity of a model or checkpoint on a token file (fptq eval --help)\n"
             "  inspect   what a checkpoint holds: recipe, provenance, layers, digests\n"
             "  plan      from config.json alone: stages, layers and memory per GPU, time (fptq plan --help)\n"
-            "  version   print the version\n"
-            "\n"
-            "Planned: export (see the issues of the project).\n",
+            "  export    a checkpoint to a model directory vLLM / transformers load (fptq export --help)\n"
+            "  version   print the version\n",
             FPTQ_VERSION);
 }
 
@@ -82,6 +81,8 @@ int main(int argc, char **argv)
         return cmd_inspect(argc - 1, argv + 1);
     if (strcmp(cmd, "plan") == 0)
         return cmd_plan(argc - 1, argv + 1);
+    if (strcmp(cmd, "export") == 0)
+        return cmd_export(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("fptq %s\n", FPTQ_VERSION);
         return FPTQ_EXIT_OK;

@@ -1460,6 +1460,101 @@ done:
     return st;
 }
 
+/* The dataset of shared tensor `name`, checked (dtype attribute against the
+ * storage, 1-D or 2-D); the caller closes *d. */
+static fptq_status shared_open(const ckpt *c, const char *path, const char *name, hid_t *d,
+                               char dtype[8], int *ndim, hsize_t dims[2])
+{
+    *d = H5I_INVALID_HID;
+    if (!ckpt_has_shared(c))
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: shared tensors are not written yet", c->dir);
+    if (!ckpt_has_shared_tensor(c, name))
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: shared tensor %s is missing", path, name ? name : "(null)");
+    fptq_status st = FPTQ_OK;
+    char *dt = NULL;
+    hid_t t = H5I_INVALID_HID, fs = H5I_INVALID_HID;
+    if ((*d = H5Dopen2(c->shared_file, name, H5P_DEFAULT)) < 0 || (t = H5Dget_type(*d)) < 0 ||
+        (fs = H5Dget_space(*d)) < 0) {
+        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot open dataset %s", name);
+        goto done;
+    }
+    FPTQ_TRY_GOTO(h5r_attr_str(*d, path, name, "dtype", 16, &dt), st, done);
+    if (!shared_dtype_ok(dt) || H5Tget_class(t) != (strcmp(dt, "F32") == 0 ? H5T_FLOAT : H5T_INTEGER) ||
+        H5Tget_size(t) != shared_elsize(dt)) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: dataset %s has dtype \"%s\" that does not match its storage",
+                       path, name, dt);
+        goto done;
+    }
+    hsize_t got[H5S_MAX_RANK];
+    int nd = H5Sget_simple_extent_ndims(fs);
+    if (nd < 1 || nd > 2 || H5Sget_simple_extent_dims(fs, got, NULL) != nd) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: dataset %s is not 1-D or 2-D", path, name);
+        goto done;
+    }
+    snprintf(dtype, 8, "%s", dt);
+    *ndim = nd;
+    dims[0] = got[0];
+    dims[1] = nd == 2 ? got[1] : 0;
+done:
+    free(dt);
+    h5_close_any(&fs);
+    h5_close_any(&t);
+    if (st != FPTQ_OK)
+        h5_close_any(d);
+    return st;
+}
+
+fptq_status ckpt_shared_info(const ckpt *c, const char *name, char dtype[8], int *ndim, int64_t shape[2])
+{
+    h5_quiet();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shared.h5", c->dir);
+    hid_t d;
+    hsize_t dims[2];
+    FPTQ_TRY(shared_open(c, path, name, &d, dtype, ndim, dims));
+    h5_close_any(&d);
+    shape[0] = (int64_t)dims[0];
+    shape[1] = (int64_t)dims[1];
+    return FPTQ_OK;
+}
+
+fptq_status ckpt_read_shared_raw(const ckpt *c, const char *name, int64_t row0, int64_t n, void *dst)
+{
+    h5_quiet();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shared.h5", c->dir);
+    hid_t d, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+    char dtype[8];
+    int nd;
+    hsize_t dims[2];
+    FPTQ_TRY(shared_open(c, path, name, &d, dtype, &nd, dims));
+    fptq_status st = FPTQ_OK;
+    if (nd == 1 ? (row0 != 0 || n != 1)
+                : (row0 < 0 || n < 1 || (hsize_t)row0 > dims[0] || (hsize_t)n > dims[0] - (hsize_t)row0)) {
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "%s: rows [%lld, %lld) of %s, which has %llu rows", path,
+                       (long long)row0, (long long)(row0 + n), name,
+                       nd == 2 ? (unsigned long long)dims[0] : 1ull);
+        goto done;
+    }
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, dims[1]};
+    if (nd == 1)
+        count[0] = dims[0];
+    if ((fs = H5Dget_space(d)) < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        (ms = H5Screate_simple(nd, count, NULL)) < 0) {
+        st = H5_FAIL(FPTQ_ERR_INTERNAL, path, "cannot select rows of %s", name);
+        goto done;
+    }
+    /* little-endian memory types: the bytes come out as a safetensors file holds them */
+    hid_t mt = strcmp(dtype, "F32") == 0 ? H5T_IEEE_F32LE : H5T_STD_U16LE;
+    if (H5Dread(d, mt, ms, fs, H5P_DEFAULT, dst) < 0)
+        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read rows of %s", name);
+done:
+    h5_close_any(&ms);
+    h5_close_any(&fs);
+    h5_close_any(&d);
+    return st;
+}
+
 /* ---- layer files --------------------------------------------------------------- */
 
 static fptq_status layer_fill(const char *path, hid_t f, const h5_wprops *p, const ckpt_layer *L)

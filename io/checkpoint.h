@@ -77,6 +77,13 @@ int ckpt_has_shared(const ckpt *c);
  * converted to fp32. A missing tensor is FPTQ_ERR_FORMAT naming it (lm_head is absent when tied). */
 fptq_status ckpt_read_shared_rows(const ckpt *c, const char *name, int64_t row0, int64_t n, float *dst);
 int ckpt_has_shared_tensor(const ckpt *c, const char *name);
+/* What a shared tensor is, without reading it: dtype as stored ("F32", "BF16",
+ * "F16"), 1 or 2 dimensions, extents (shape[1] = 0 for 1-D). */
+fptq_status ckpt_shared_info(const ckpt *c, const char *name, char dtype[8], int *ndim, int64_t shape[2]);
+/* Rows [row0, row0 + n) of a shared tensor (the whole 1-D one: row0 = 0, n = 1)
+ * as the bytes the input model held, in its dtype (little-endian): for
+ * exports that must keep unquantized tensors bit for bit. */
+fptq_status ckpt_read_shared_raw(const ckpt *c, const char *name, int64_t row0, int64_t n, void *dst);
 
 /* Writes layer l durably, then marks it done in the manifest (the index is
  * rewritten to a temporary file and renamed). digest_hex gets the layer's

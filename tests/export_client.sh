@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# fptq export checked by real clients: checkpoints of every scheme, from one
+# rank and from two (mpirun), on stories260K (F32; its 172-wide down_proj
+# leaves groups of 32 ragged, so it uses per-channel and groups of 4, and
+# asserts the refusals) and on a synthetic BF16 model with 128-divisible
+# shapes, exported to compressed-tensors and the GPTQ layout; then
+# export_client.py decompresses them with compressed-tensors itself (and
+# decodes GPTQ after the published layout) and compares every weight, bit for
+# bit, with fptq's own dequantized weights (--format dequantized), and every
+# unquantized tensor with the input model's.
+# The client runs in a virtual environment with compressed-tensors and torch
+# from PyPI, made once and kept in VENV_DIR (about 5.6 GB, 1.5 min to make;
+# reused while its stamp matches CT_REQ); FPTQ_EXPORT_VENV=DIR puts it
+# elsewhere, so that several build trees (and CI runs) share one.
+# FPTQ_EXPORT_CLIENT=skip skips the test (exit 77) where PyPI is out of reach.
+# usage: export_client.sh FPTQ_BIN EXAMPLES_DIR MAKE_SYNTHETIC_BIN VENV_DIR
+set -u
+fptq=$1
+ex=$2
+mksyn=$3
+venv=${FPTQ_EXPORT_VENV:-$4}
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/testlib.sh"
+CT_REQ="compressed-tensors==0.20.0"
+
+if [ "${FPTQ_EXPORT_CLIENT:-}" = skip ]; then
+    echo "skipped: FPTQ_EXPORT_CLIENT=skip"
+    exit 77
+fi
+
+# --- the client's environment, made once --------------------------------------
+mkdir -p "$(dirname "$venv")"
+exec 9>"$venv.lock"
+flock 9
+if [ "$(cat "$venv/.fptq-stamp" 2>/dev/null)" != "$CT_REQ" ]; then
+    # only a folder this script made (or none) is replaced
+    if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
+        echo "FAIL $venv exists and is not a virtual environment; remove it"
+        exit 1
+    fi
+    rm -rf "$venv"
+    t0=$(date +%s)
+    if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
+        echo "FAIL python3 -m venv: $(tail -3 "$tmp/venv.log") (Debian: apt-get install python3-venv)"
+        exit 1
+    fi
+    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$CT_REQ" >"$tmp/pip.log" 2>&1; then
+        echo "FAIL pip install $CT_REQ: $(tail -5 "$tmp/pip.log")"
+        exit 1
+    fi
+    echo "$CT_REQ" >"$venv/.fptq-stamp"
+    echo "client environment: $CT_REQ with $("$venv/bin/python" -m pip list 2>/dev/null | grep -E '^torch ' | tr -s ' ')," \
+         "$(du -sh "$venv" | cut -f1), made in $(($(date +%s) - t0)) s"
+fi
+flock -u 9
+
+export OPENBLAS_NUM_THREADS=1
+cases="$tmp/cases"
+: >"$cases"
+stories=(--model "$ex/stories260K" --calib "$ex/tinystories.tok512.npy" --calib-samples 128 --calib-seqlen 256 --quiet)
+bf16=(--model "$ex/stories260K-bf16-sharded" --calib "$ex/tinystories.tok512.npy" --calib-samples 128 --calib-seqlen 256 --quiet)
+"$mksyn" "$tmp/syn" --hidden 256 --layers 2 --intermediate 512 --heads 4 --kv-heads 2 --vocab 512 --tokens 20000 >/dev/null
+synth=(--model "$tmp/syn" --calib "$tmp/syn/tokens.npy" --calib-samples 64 --calib-seqlen 256 --quiet)
+mpi() { timeout -s KILL 120 mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 "$@"; }
+
+# quantize NAME (mpi|one) ARGS...: a checkpoint in $tmp/NAME
+quantize() {
+    local name=$1 how=$2
+    shift 2
+    if [ "$how" = mpi ]; then
+        mpi "$fptq" quantize "$@" --out "$tmp/$name" >"$tmp/$name.log" 2>&1
+    else
+        "$fptq" quantize "$@" --out "$tmp/$name" >"$tmp/$name.log" 2>&1
+    fi
+    check "quantize $name ($how)" $? "$(tail -3 "$tmp/$name.log")"
+}
+# export NAME FORMAT ORIGINAL SHARD [options]: the reference and FORMAT, and a case for the client
+export_case() {
+    local name=$1 fmt=$2 orig=$3 shard=$4
+    shift 4
+    local ref="$tmp/$name.ref" out="$tmp/$name.$fmt"
+    [ -d "$ref" ] || "$fptq" export --checkpoint "$tmp/$name" --format dequantized --out "$ref" --quiet "$@" >/dev/null 2>"$ref.log"
+    "$fptq" export --checkpoint "$tmp/$name" --format "$fmt" --out "$out" --max-shard-size "$shard" --quiet "$@" \
+        >"$out.log" 2>&1
+    check "export $name --format $fmt $*" $? "$(cat "$ref.log" "$out.log" | tail -3)"
+    echo "$name.$fmt $fmt $out $ref $orig $shard" >>"$cases"
+}
+# refuse NAME FORMAT PATTERN: the export fails with a message matching PATTERN and leaves nothing
+refuse() {
+    local name=$1 fmt=$2 pat=$3 out="$tmp/$1.$2.refused"
+    "$fptq" export --checkpoint "$tmp/$name" --format "$fmt" --out "$out" --quiet >"$out.log" 2>&1
+    local rc=$?
+    [ $rc -ne 0 ] && grep -q -- "$pat" "$out.log" && [ ! -e "$out" ]
+    check "export $name --format $fmt refused: $pat" $? "rc=$rc $(cat "$out.log")"
+}
+
+# --- stories260K, F32, tied embeddings ------------------------------------------
+S="$ex/stories260K"
+quantize s_w4ch one "${stories[@]}" --scheme w4a16 --method gptq --group-size 0
+export_case s_w4ch compressed-tensors "$S" 100000
+refuse s_w4ch gptq "compressed-tensors holds it"
+quantize s_w4g4a one "${stories[@]}" --scheme w4a16 --method rtn --group-size 4 --asym
+export_case s_w4g4a compressed-tensors "$S" 5000000000
+quantize s_w3ch one "${stories[@]}" --scheme w3a16 --method gptq --group-size 0
+export_case s_w3ch compressed-tensors "$S" 5000000000
+quantize s_w8ao one "${stories[@]}" --scheme w8a16 --method gptq --group-size 0 --act-order
+export_case s_w8ao compressed-tensors "$S" 5000000000
+export_case s_w8ao gptq "$S" 5000000000
+quantize s_w8asym one "${stories[@]}" --scheme w8a16 --method rtn --group-size 0 --asym
+export_case s_w8asym compressed-tensors "$S" 5000000000
+export_case s_w8asym gptq "$S" 5000000000
+quantize s_fp8 one "${stories[@]}" --scheme fp8 --method rtn
+export_case s_fp8 compressed-tensors "$S" 5000000000
+refuse s_fp8 gptq "float-quantized"
+quantize s_w8a8 one "${stories[@]}" --scheme w8a8 --method rtn
+export_case s_w8a8 compressed-tensors "$S" 5000000000
+refuse s_w8a8 gptq "int-quantized"
+# SmoothQuant folds into the norms: they are no longer the input model's
+quantize s_w8a8sq one "${stories[@]}" --scheme w8a8 --method rtn --smoothquant 0.5 --dynamic
+export_case s_w8a8sq compressed-tensors - 5000000000
+quantize s_g32 one "${stories[@]}" --scheme w4a16 --method gptq --group-size 32
+refuse s_g32 compressed-tensors "ragged"
+refuse s_g32 gptq "divides 4"
+quantize s_mpi mpi "${stories[@]}" --scheme w8a16 --method gptq --group-size 0
+export_case s_mpi compressed-tensors "$S" 100000
+export_case s_mpi gptq "$S" 100000
+
+# --- the same weights in BF16, two shards: scales in the model's dtype and F16 ----
+B="$ex/stories260K-bf16-sharded"
+quantize b_awq one "${bf16[@]}" --scheme w4a16 --method awq --group-size 4
+export_case b_awq compressed-tensors - 100000 --scale-dtype model
+quantize b_w8 one "${bf16[@]}" --scheme w8a16 --method gptq --group-size 4 --act-order
+export_case b_w8 gptq "$B" 5000000000 --scale-dtype f16
+
+# --- synthetic BF16 model, 128-divisible shapes -----------------------------------
+Y="$tmp/syn"
+quantize y_w4ao one "${synth[@]}" --scheme w4a16 --method gptq --group-size 128 --act-order
+export_case y_w4ao compressed-tensors "$Y" 5000000000
+export_case y_w4ao gptq "$Y" 5000000000
+quantize y_w4asym one "${synth[@]}" --scheme w4a16 --method gptq --group-size 128 --asym
+export_case y_w4asym compressed-tensors "$Y" 5000000000
+export_case y_w4asym gptq "$Y" 5000000000
+quantize y_w3 one "${synth[@]}" --scheme w3a16 --method gptq --group-size 128
+export_case y_w3 compressed-tensors "$Y" 5000000000
+export_case y_w3 gptq "$Y" 5000000000
+quantize y_w8 one "${synth[@]}" --scheme w8a16 --method rtn --group-size 0
+export_case y_w8 compressed-tensors "$Y" 5000000000
+export_case y_w8 gptq "$Y" 5000000000
+quantize y_fp8 one "${synth[@]}" --scheme fp8 --method rtn
+export_case y_fp8 compressed-tensors "$Y" 5000000000
+quantize y_mpi mpi "${synth[@]}" --scheme w4a16 --method gptq --group-size 128
+export_case y_mpi compressed-tensors "$Y" 1000000
+export_case y_mpi gptq "$Y" 1000000
+
+# --- the dequantized export is the checkpoint: same perplexity, bit for bit -------
+evalargs=(--tokens "$ex/tinystories.tok512.npy" --seqlen 256 --windows 4 --start 40960 --quiet)
+a=$("$fptq" eval --checkpoint "$tmp/s_w4ch" "${evalargs[@]}" 2>&1)
+b=$("$fptq" eval --model "$tmp/s_w4ch.ref" "${evalargs[@]}" 2>&1)
+[ -n "$a" ] && [ "$a" = "$b" ]
+check "eval of the dequantized export == eval of the checkpoint" $? "checkpoint: $a / export: $b"
+
+# --- command-line refusals leave nothing behind -------------------------------------
+"$fptq" export --checkpoint "$tmp/s_w4ch" --format compressed-tensors --out "$tmp/s_w4ch.compressed-tensors" \
+    >"$tmp/o" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "already exists" "$tmp/o"
+check "an existing --out is refused" $? "rc=$rc $(cat "$tmp/o")"
+"$fptq" quantize "${stories[@]}" --scheme w4a16 --method rtn --group-size 0 --out "$tmp/part" --max-layers 2 >/dev/null 2>&1
+"$fptq" export --checkpoint "$tmp/part" --format compressed-tensors --out "$tmp/part.out" >"$tmp/o" 2>&1
+rc=$?
+[ $rc -ne 0 ] && grep -q "not finished" "$tmp/o" && [ ! -e "$tmp/part.out" ]
+check "an unfinished checkpoint is refused" $? "rc=$rc $(cat "$tmp/o")"
+"$fptq" export --checkpoint "$tmp/s_w4ch" --format awq --out "$tmp/x" >"$tmp/o" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "unknown format" "$tmp/o"
+check "an unknown --format is a usage error" $? "rc=$rc $(cat "$tmp/o")"
+
+# --- the clients --------------------------------------------------------------------
+t0=$(date +%s)
+"$venv/bin/python" "$here/export_client.py" "$cases" >"$tmp/client.log" 2>&1
+rc=$?
+cat "$tmp/client.log"
+n=$(grep -c '^ok ' "$tmp/client.log")
+[ $rc -eq 0 ] && [ "$n" -eq "$(wc -l <"$cases")" ]
+check "clients: $n of $(wc -l <"$cases") exports decompress to fptq's weights bit for bit ($(($(date +%s) - t0)) s)" $rc \
+    "see above"
+finish
