@@ -160,6 +160,15 @@ static fptq_status parent_dir(const char *dir, char **out)
  * of its own instead, with HDF5's innermost reason appended. */
 static void h5_quiet(void)
 {
+    /* No clean-up at exit: after a failed H5Fclose (disk full, file-size
+     * limit) HDF5 keeps a half-closed file whose close at exit crashes the
+     * process; every file fptq writes is closed (or abandoned as *.tmp) on
+     * its own path, so there is nothing for the library to do at exit. */
+    static int first = 1;
+    if (first) {
+        first = 0;
+        H5dont_atexit();
+    }
     H5open();
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
