@@ -184,6 +184,7 @@ int cmd_quantize(int argc, char **argv)
 
     /* Every rank runs this; rank 0 coordinates and prints. A failing rank
      * names itself and brings the world down (MPI_Abort): no rank waits forever. */
+    install_signal_handlers(); /* before MPI starts: a stop request then is not lost */
     fptq_world w;
     st = fptq_world_init(&argc, &argv, &w);
     if (st != FPTQ_OK)
@@ -194,7 +195,6 @@ int cmd_quantize(int argc, char **argv)
         fptq_log_set_prefix(prefix);
     }
     o.progress = verbosity > 0 && w.rank == 0;
-    install_signal_handlers();
     const fptq_backend *be;
     fptq_quantize_result r;
     st = fptq_backend_select(backend, &be);
