@@ -1392,83 +1392,6 @@ int ckpt_has_shared_tensor(const ckpt *c, const char *name)
     return e > 0;
 }
 
-fptq_status ckpt_read_shared_rows(const ckpt *c, const char *name, int64_t row0, int64_t n, float *dst)
-{
-    h5_quiet();
-    if (!ckpt_has_shared(c))
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: shared tensors are not written yet", c->dir);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/shared.h5", c->dir);
-    if (!ckpt_has_shared_tensor(c, name))
-        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: shared tensor %s is missing", path, name ? name : "(null)");
-    fptq_status st = FPTQ_OK;
-    char *dtype = NULL;
-    hid_t d = H5I_INVALID_HID, t = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
-    if ((d = H5Dopen2(c->shared_file, name, H5P_DEFAULT)) < 0 || (t = H5Dget_type(d)) < 0 ||
-        (fs = H5Dget_space(d)) < 0) {
-        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot open dataset %s", name);
-        goto done;
-    }
-    FPTQ_TRY_GOTO(h5r_attr_str(d, path, name, "dtype", 16, &dtype), st, done);
-    int f32 = strcmp(dtype, "F32") == 0;
-    if (!shared_dtype_ok(dtype) || H5Tget_class(t) != (f32 ? H5T_FLOAT : H5T_INTEGER) ||
-        H5Tget_size(t) != shared_elsize(dtype)) {
-        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: dataset %s has dtype \"%s\" that does not match its storage",
-                       path, name, dtype);
-        goto done;
-    }
-    hsize_t dims[H5S_MAX_RANK];
-    int nd = H5Sget_simple_extent_ndims(fs);
-    if (nd < 1 || nd > 2 || H5Sget_simple_extent_dims(fs, dims, NULL) != nd) {
-        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: dataset %s is not 1-D or 2-D", path, name);
-        goto done;
-    }
-    hsize_t cols = nd == 2 ? dims[1] : dims[0];
-    if (nd == 1 ? (row0 != 0 || n != 1)
-                : (row0 < 0 || n < 1 || (hsize_t)row0 > dims[0] || (hsize_t)n > dims[0] - (hsize_t)row0)) {
-        st = FPTQ_FAIL(FPTQ_ERR_ARG, "%s: rows [%lld, %lld) of %s, which has %llu rows", path,
-                       (long long)row0, (long long)(row0 + n), name,
-                       nd == 2 ? (unsigned long long)dims[0] : 1ull);
-        goto done;
-    }
-    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, cols};
-    if (nd == 1)
-        count[0] = cols;
-    if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
-        (ms = H5Screate_simple(nd, count, NULL)) < 0) {
-        st = H5_FAIL(FPTQ_ERR_INTERNAL, path, "cannot select rows of %s", name);
-        goto done;
-    }
-    size_t total = (size_t)n * (size_t)cols;
-    if (f32) {
-        if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst) < 0)
-            st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read rows of %s", name);
-        goto done;
-    }
-    /* 16-bit values go into the upper half of dst and widen in place, front
-     * to back: float i (bytes 4i..4i+3) never reaches a value not yet read
-     * (bytes 2N+2i+2 and beyond), so no second buffer is needed. */
-    unsigned char *half = (unsigned char *)dst + 2 * total;
-    if (H5Dread(d, H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, half) < 0) {
-        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read rows of %s", name);
-        goto done;
-    }
-    int bf16 = strcmp(dtype, "BF16") == 0;
-    for (size_t i = 0; i < total; i++) {
-        uint16_t u;
-        memcpy(&u, half + 2 * i, 2);
-        float v = bf16 ? st_bf16_to_f32(u) : st_f16_to_f32(u);
-        memcpy((unsigned char *)dst + 4 * i, &v, 4);
-    }
-done:
-    free(dtype);
-    h5_close_any(&ms);
-    h5_close_any(&fs);
-    h5_close_any(&t);
-    h5_close_any(&d);
-    return st;
-}
-
 /* The dataset of shared tensor `name`, checked (dtype attribute against the
  * storage, 1-D or 2-D); the caller closes *d. */
 static fptq_status shared_open(const ckpt *c, const char *path, const char *name, hid_t *d,
@@ -1510,6 +1433,62 @@ done:
     h5_close_any(&t);
     if (st != FPTQ_OK)
         h5_close_any(d);
+    return st;
+}
+
+fptq_status ckpt_read_shared_rows(const ckpt *c, const char *name, int64_t row0, int64_t n, float *dst)
+{
+    h5_quiet();
+    char path[4096];
+    snprintf(path, sizeof path, "%s/shared.h5", c->dir);
+    char dtype[8];
+    int nd;
+    hsize_t dims[2];
+    hid_t d, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+    FPTQ_TRY(shared_open(c, path, name, &d, dtype, &nd, dims));
+    fptq_status st = FPTQ_OK;
+    const int f32 = strcmp(dtype, "F32") == 0;
+    hsize_t cols = nd == 2 ? dims[1] : dims[0];
+    if (nd == 1 ? (row0 != 0 || n != 1)
+                : (row0 < 0 || n < 1 || (hsize_t)row0 > dims[0] || (hsize_t)n > dims[0] - (hsize_t)row0)) {
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "%s: rows [%lld, %lld) of %s, which has %llu rows", path,
+                       (long long)row0, (long long)(row0 + n), name,
+                       nd == 2 ? (unsigned long long)dims[0] : 1ull);
+        goto done;
+    }
+    hsize_t start[2] = {(hsize_t)row0, 0}, count[2] = {(hsize_t)n, cols};
+    if (nd == 1)
+        count[0] = cols;
+    if ((fs = H5Dget_space(d)) < 0 || H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+        (ms = H5Screate_simple(nd, count, NULL)) < 0) {
+        st = H5_FAIL(FPTQ_ERR_INTERNAL, path, "cannot select rows of %s", name);
+        goto done;
+    }
+    size_t total = (size_t)n * (size_t)cols;
+    if (f32) {
+        if (H5Dread(d, H5T_NATIVE_FLOAT, ms, fs, H5P_DEFAULT, dst) < 0)
+            st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read rows of %s", name);
+        goto done;
+    }
+    /* 16-bit values go into the upper half of dst and widen in place, front
+     * to back: float i (bytes 4i..4i+3) never reaches a value not yet read
+     * (bytes 2N+2i+2 and beyond), so no second buffer is needed. */
+    unsigned char *half = (unsigned char *)dst + 2 * total;
+    if (H5Dread(d, H5T_NATIVE_UINT16, ms, fs, H5P_DEFAULT, half) < 0) {
+        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read rows of %s", name);
+        goto done;
+    }
+    int bf16 = strcmp(dtype, "BF16") == 0;
+    for (size_t i = 0; i < total; i++) {
+        uint16_t u;
+        memcpy(&u, half + 2 * i, 2);
+        float v = bf16 ? st_bf16_to_f32(u) : st_f16_to_f32(u);
+        memcpy((unsigned char *)dst + 4 * i, &v, 4);
+    }
+done:
+    h5_close_any(&ms);
+    h5_close_any(&fs);
+    h5_close_any(&d);
     return st;
 }
 

@@ -15,7 +15,7 @@
  * mode, i.e. round-half-to-even, the rounding torch.round uses in GPTQ and AWQ
  * (and the one CUDA's __float2int_rn gives), so codes agree across backends. */
 
-static fptq_status check_spec(const quant_spec *s)
+fptq_status quant_spec_check(const quant_spec *s)
 {
     if (s->format == QFMT_INT) {
         if (s->bits < 2 || s->bits > 8)
@@ -45,7 +45,7 @@ fptq_status quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols, 
                                quant_tensor *q)
 {
     memset(q, 0, sizeof *q);
-    FPTQ_TRY(check_spec(s));
+    FPTQ_TRY(quant_spec_check(s));
     if (rows <= 0 || cols <= 0 || rows > INT64_MAX / cols)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: bad tensor shape [%lld, %lld]", (long long)rows,
                          (long long)cols);
@@ -179,7 +179,7 @@ static float fp8_row_scale(const float *w, int64_t n, float clip_ratio)
 
 fptq_status quant_rtn(const float *W, int64_t rows, int64_t cols, const float *clip, quant_tensor *q)
 {
-    FPTQ_TRY(check_spec(&q->spec));
+    FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->rows != rows || q->cols != cols || !q->codes || !q->scales)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "quant_rtn: tensor is [%lld, %lld], weights [%lld, %lld]",
                          (long long)q->rows, (long long)q->cols, (long long)rows, (long long)cols);
@@ -769,7 +769,7 @@ fptq_status gptq_quantize_hinv(const float *W_in, int64_t rows, int64_t cols, co
     const int actorder = h->act_order;
     if (blocksize < 1)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad block size %lld", (long long)blocksize);
-    FPTQ_TRY(check_spec(&q->spec));
+    FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->spec.format != QFMT_INT)
         return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
     if (rows <= 0 || cols <= 0 || rows > INT32_MAX || cols > INT32_MAX || cols != h->cols)
@@ -906,7 +906,7 @@ out:
 fptq_status gptq_quantize(const float *W, int64_t rows, int64_t cols, const float *H, const gptq_opts *o,
                           quant_tensor *q, float *Q, gptq_result *r)
 {
-    FPTQ_TRY(check_spec(&q->spec));
+    FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->spec.format != QFMT_INT)
         return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
     if (o && o->act_order && !q->g_idx)

@@ -20,6 +20,10 @@ typedef struct quant_spec {
     int sym;              /* INT only: symmetric, zero = 2^(bits-1) */
 } quant_spec;
 
+/* FPTQ_ERR_ARG unless the spec is one the quantizers handle (INT 2..8 bits
+ * with a group size >= 0, or FP8 E4M3 with 8 bits). */
+fptq_status quant_spec_check(const quant_spec *s);
+
 /* ceil(cols / group_size), or 1 for per-row (group_size 0, and FP8). */
 int64_t quant_n_groups(const quant_spec *s, int64_t cols);
 

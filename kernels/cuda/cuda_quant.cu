@@ -16,23 +16,6 @@
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < (n);               \
          i += (int64_t)gridDim.x * blockDim.x)
 
-static fptq_status check_spec(const quant_spec *s)
-{
-    if (s->format == QFMT_INT) {
-        if (s->bits < 2 || s->bits > 8)
-            return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: INT bits %d outside 2..8", s->bits);
-        if (s->group_size < 0)
-            return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: group size %lld is negative",
-                             (long long)s->group_size);
-        return FPTQ_OK;
-    }
-    if (s->format == QFMT_FP8_E4M3) {
-        if (s->bits != 8)
-            return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: FP8 E4M3 has 8 bits, not %d", s->bits);
-        return FPTQ_OK;
-    }
-    return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: unknown format %d", (int)s->format);
-}
 
 /* ---- calibration statistics ------------------------------------------------------------ */
 
@@ -179,7 +162,7 @@ extern "C" fptq_status fptq_cuda_quant_tensor_alloc(const quant_spec *s, int64_t
                                                     int with_g_idx, quant_tensor *q)
 {
     memset(q, 0, sizeof *q);
-    FPTQ_TRY(check_spec(s));
+    FPTQ_TRY(quant_spec_check(s));
     if (rows <= 0 || cols <= 0 || rows > INT64_MAX / cols)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: bad tensor shape [%lld, %lld]", (long long)rows,
                          (long long)cols);
@@ -336,7 +319,7 @@ static unsigned warp_blocks(int64_t tasks)
 extern "C" fptq_status fptq_cuda_quant_rtn(const float *W, int64_t rows, int64_t cols,
                                            const float *clip, quant_tensor *q)
 {
-    FPTQ_TRY(check_spec(&q->spec));
+    FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->rows != rows || q->cols != cols || !q->codes || !q->scales)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "quant_rtn: tensor is [%lld, %lld], weights [%lld, %lld]",
                          (long long)q->rows, (long long)q->cols, (long long)rows, (long long)cols);
@@ -773,7 +756,7 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
     if (!(percdamp >= 0.0f) || blocksize < 1 || max_retries < 0)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad options (damp %g, block %lld, retries %d)",
                          (double)percdamp, (long long)blocksize, max_retries);
-    FPTQ_TRY(check_spec(&q->spec));
+    FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->spec.format != QFMT_INT)
         return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
     if (rows <= 0 || cols <= 0 || rows > FPTQ_INT_LIMIT || cols > FPTQ_INT_LIMIT)
