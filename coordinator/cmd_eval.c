@@ -127,6 +127,7 @@ int cmd_eval(int argc, char **argv)
     const fptq_backend *be = NULL;
     fptq_eval_result r = {0};
     FPTQ_TRY_GOTO(fptq_backend_select(a.backend, &be), st, done);
+    FPTQ_TRY_GOTO(fptq_backend_bind(be, 0), st, done);
     if (a.model)
         FPTQ_TRY_GOTO(fptq_model_open(a.model, &m), st, done);
     else

@@ -73,6 +73,7 @@ void rope_table_free(rope_table *t)
 
 #ifdef FPTQ_HAVE_CUDA
 int fptq_cuda_device_count(char *why, size_t why_cap); /* kernels/cuda/cuda_backend.cu */
+fptq_status fptq_cuda_init(int device);                /* kernels/cuda/cuda_backend.cu */
 extern const fptq_backend fptq_backend_cuda;          /* kernels/cuda/cuda_backend.cu */
 #endif
 
@@ -104,11 +105,10 @@ fptq_status fptq_backend_select(const char *name, const fptq_backend **out)
         return FPTQ_OK;
     }
     if (strcmp(name, "cuda") == 0 || strcmp(name, "auto") == 0) {
-        const int usable = fptq_cuda_available(why, sizeof why);
-        if (usable)
-            snprintf(why, sizeof why,
-                     "a CUDA device is present, but the quantize and eval pipeline does not use "
-                     "the CUDA backend yet (its ops are checked by tests/gpu/test_gpu_parity)");
+        if (fptq_cuda_available(why, sizeof why)) {
+            *out = fptq_backend_cuda_table();
+            return FPTQ_OK;
+        }
         if (strcmp(name, "cuda") == 0)
             return FPTQ_FAIL(FPTQ_ERR_BACKEND, "--backend cuda: %s", why);
         fptq_debug("backend auto: using the CPU (%s)", why);
@@ -116,4 +116,25 @@ fptq_status fptq_backend_select(const char *name, const fptq_backend **out)
         return FPTQ_OK;
     }
     return FPTQ_FAIL(FPTQ_ERR_ARG, "--backend: unknown backend '%s' (expected cpu, cuda or auto)", name);
+}
+
+fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank)
+{
+    if (be->host_memory)
+        return FPTQ_OK;
+#ifdef FPTQ_HAVE_CUDA
+    char why[256] = "";
+    const int n = fptq_cuda_device_count(why, sizeof why);
+    if (n <= 0)
+        return FPTQ_FAIL(FPTQ_ERR_BACKEND, "CUDA: %s", why);
+    const int dev = local_rank % n;
+    if (local_rank >= n)
+        fptq_warn("node-local rank %d shares GPU %d with another rank (%d GPU(s) on this node)", local_rank, dev, n);
+    fptq_status st = fptq_cuda_init(dev);
+    if (st != FPTQ_OK)
+        fptq_error_context("binding node-local rank %d to GPU %d", local_rank, dev);
+    return st;
+#else
+    return FPTQ_FAIL(FPTQ_ERR_BACKEND, "backend %s: no device to bind in this build", be->name);
+#endif
 }

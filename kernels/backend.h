@@ -71,17 +71,70 @@ typedef struct fptq_backend {
     fptq_status (*download)(void *host_dst, const void *src, size_t bytes);
     fptq_status (*mem_copy)(void *dst, const void *src, size_t bytes); /* within the space */
     fptq_status (*sync)(void);
+    int host_memory;   /* 1: the backend's memory is the host's, so host data can be used in place */
+
+    /* ---- weight streaming (worker/layer_stream.c): page-locked host memory,
+     * and uploads on a second stream that overlap the ops' work. mark(slot)
+     * notes the point the queued ops have reached; upload_async copies once
+     * the ops have passed slot's last mark, and returns at once (src must
+     * stay untouched until uploads_sync); wait_uploads makes the ops queued
+     * after it wait for every upload queued so far, without blocking the
+     * host. upload_async may be called from another host thread than the
+     * ops (one at a time). slot is 0 or 1. Host backends: calloc / free,
+     * memcpy, no-ops. mem_info: free and total bytes (NULL: not known). ---- */
+    fptq_status (*host_alloc)(size_t bytes, const char *what, void **out);
+    void (*host_free)(void *p);
+    fptq_status (*mark)(int slot);
+    fptq_status (*upload_async)(void *dst, const void *src, size_t bytes, int slot);
+    fptq_status (*wait_uploads)(void);
+    fptq_status (*uploads_sync)(void);
+    fptq_status (*mem_info)(size_t *free_bytes, size_t *total_bytes);
+
+    /* ---- calibration and quantization (worker/layer_quant.c), the twins of
+     * quant.h's functions. Statistics arrays, X, W, Q and H are in the
+     * backend's space (the token count of a linear_stats is a host field);
+     * quantized tensors, clip ratios and scales s are host memory: they go
+     * to the checkpoint and come from the host-side searches. ---- */
+    fptq_status (*stats_init)(int64_t cols, linear_stats *s);
+    void (*stats_free)(linear_stats *s);
+    fptq_status (*stats_reset)(linear_stats *s);
+    fptq_status (*stats_accumulate)(linear_stats *s, const float *X, int64_t rows);
+    fptq_status (*stats_hessian)(const linear_stats *s, float *H);
+    /* GPTQ in two steps (quant.h's gptq_hinv): prepare once per Hessian H
+     * (which must stay untouched until release), then the rows of every
+     * linear that reads the same input. prepare reports the damping it
+     * needed in r (damp, retries) where it factors H itself. */
+    fptq_status (*gptq_prepare)(const float *H, int64_t cols, const gptq_opts *o, void **plan,
+                                gptq_result *r);
+    fptq_status (*gptq_rows)(void *plan, const float *W, int64_t rows, int64_t cols,
+                             const gptq_opts *o, quant_tensor *q, gptq_result *r);
+    void (*gptq_release)(void *plan);                           /* NULL is a no-op */
+    fptq_status (*rtn)(const float *W, int64_t rows, int64_t cols, const float *clip,
+                       quant_tensor *q);
+    fptq_status (*dequantize)(const quant_tensor *q, float *W);
+    /* tr((W - Q) H (W - Q)^T) over W, Q [rows, cols]: the output error every method is scored by */
+    fptq_status (*proxy_loss)(const float *W, const float *Q, int64_t rows, int64_t cols,
+                              const float *H, double *loss);
+    /* X[rows, cols] /= s per column (smooth.h scale_input_columns) */
+    fptq_status (*scale_columns)(float *X, int64_t rows, int64_t cols, const float *s);
+    /* out[i] = logits[i, targets[i] - v0] (row stride cols) for targets in [v0, v0 + cols):
+     * the target logits from one vocabulary block; targets and out in the backend's space. */
+    fptq_status (*pick_targets)(const float *logits, int64_t n, int64_t cols, int64_t v0,
+                                const int32_t *targets, double *out);
 } fptq_backend;
 
 extern const fptq_backend fptq_backend_cpu;
 
 /* The CUDA table (kernels/cuda/cuda_backend.cu), whose ops take device
- * pointers; NULL in a build without CUDA. For the GPU parity test and the
- * benchmark: the pipeline does not run on it yet (fptq_backend_select). */
+ * pointers; NULL in a build without CUDA. */
 const fptq_backend *fptq_backend_cuda_table(void);
 
 /* "cpu", "cuda" or "auto" (CUDA where a device is usable, else the CPU). */
 fptq_status fptq_backend_select(const char *name, const fptq_backend **out);
+
+/* Binds this process to its GPU before any other CUDA work: device
+ * local_rank % (devices on the node). A no-op for host backends. */
+fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank);
 
 /* Whether a CUDA device can be used; on no, why (no CUDA build, no device). */
 int fptq_cuda_available(char *why, size_t why_cap);

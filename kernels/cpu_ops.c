@@ -4,6 +4,7 @@
  * accumulating in double where a sum runs over a whole row.
  */
 #include "backend.h"
+#include "smooth.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -167,6 +168,95 @@ static fptq_status cpu_memcpy(void *dst, const void *src, size_t bytes)
 }
 
 static fptq_status cpu_sync(void) { return FPTQ_OK; }
+static fptq_status cpu_mark(int slot) { return FPTQ_OK; }
+static fptq_status cpu_upload_async(void *dst, const void *src, size_t bytes, int slot)
+{
+    return cpu_memcpy(dst, src, bytes);
+}
+
+/* ---- calibration and quantization: quant.h's functions on host memory ---------- */
+
+static fptq_status cpu_stats_reset(linear_stats *s)
+{
+    linear_stats_reset(s);
+    return FPTQ_OK;
+}
+
+static fptq_status cpu_gptq_prepare(const float *H, int64_t cols, const gptq_opts *o, void **plan,
+                                    gptq_result *r)
+{
+    gptq_hinv *h;
+    *plan = NULL;
+    FPTQ_TRY(fptq_calloc(1, sizeof *h, "GPTQ plan", &h));
+    fptq_status st = gptq_hinv_compute(H, cols, o, h);
+    if (st != FPTQ_OK) {
+        free(h);
+        return st;
+    }
+    if (r) {
+        r->damp = h->damp;
+        r->retries = h->retries;
+        r->loss = 0.0;
+    }
+    *plan = h;
+    return FPTQ_OK;
+}
+
+static fptq_status cpu_gptq_rows(void *plan, const float *W, int64_t rows, int64_t cols,
+                                 const gptq_opts *o, quant_tensor *q, gptq_result *r)
+{
+    return gptq_quantize_hinv(W, rows, cols, plan, o, q, NULL, r);
+}
+
+static void cpu_gptq_release(void *plan)
+{
+    if (plan)
+        gptq_hinv_free(plan);
+    free(plan);
+}
+
+static fptq_status cpu_dequantize(const quant_tensor *q, float *W)
+{
+    quant_dequantize(q, W);
+    return FPTQ_OK;
+}
+
+static fptq_status cpu_proxy_loss(const float *W, const float *Q, int64_t rows, int64_t cols,
+                                  const float *H, double *loss)
+{
+    float *D = NULL, *DH = NULL;
+    fptq_status st;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error", &D), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error x H", &DH), st, done);
+    for (int64_t i = 0; i < rows * cols; i++)
+        D[i] = W[i] - Q[i];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, D,
+                (int)cols, H, (int)cols, 0.0f, DH, (int)cols);
+    double sum = 0.0;
+    for (int64_t i = 0; i < rows * cols; i++)
+        sum += (double)D[i] * DH[i];
+    *loss = sum;
+    st = FPTQ_OK;
+done:
+    free(D);
+    free(DH);
+    return st;
+}
+
+static fptq_status cpu_scale_columns(float *X, int64_t rows, int64_t cols, const float *s)
+{
+    scale_input_columns(X, rows, cols, s);
+    return FPTQ_OK;
+}
+
+static fptq_status cpu_pick_targets(const float *logits, int64_t n, int64_t cols, int64_t v0,
+                                    const int32_t *targets, double *out)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (targets[i] >= v0 && targets[i] < v0 + cols)
+            out[i] = logits[i * cols + (targets[i] - v0)];
+    return FPTQ_OK;
+}
 
 const fptq_backend fptq_backend_cpu = {
     .name = "cpu",
@@ -184,4 +274,25 @@ const fptq_backend fptq_backend_cpu = {
     .download = cpu_memcpy,
     .mem_copy = cpu_memcpy,
     .sync = cpu_sync,
+    .host_memory = 1,
+    .host_alloc = cpu_mem_alloc,
+    .host_free = cpu_mem_free,
+    .mark = cpu_mark,
+    .upload_async = cpu_upload_async,
+    .wait_uploads = cpu_sync,
+    .uploads_sync = cpu_sync,
+    .mem_info = NULL,
+    .stats_init = linear_stats_init,
+    .stats_free = linear_stats_free,
+    .stats_reset = cpu_stats_reset,
+    .stats_accumulate = linear_stats_accumulate,
+    .stats_hessian = linear_stats_hessian,
+    .gptq_prepare = cpu_gptq_prepare,
+    .gptq_rows = cpu_gptq_rows,
+    .gptq_release = cpu_gptq_release,
+    .rtn = quant_rtn,
+    .dequantize = cpu_dequantize,
+    .proxy_loss = cpu_proxy_loss,
+    .scale_columns = cpu_scale_columns,
+    .pick_targets = cpu_pick_targets,
 };

@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     rope_table rt;
     rope_params rp = fptq_rope_params(&m.cfg);
     CHECK(fptq_layer_alloc(&m.cfg, &lw));
-    CHECK(fptq_forward_ws_alloc(&m.cfg, rows, &ws));
+    CHECK(fptq_forward_ws_alloc(be, &m.cfg, rows, &ws));
     CHECK(rope_table_init(&rp, T, &rt));
     CHECK(fptq_embed(&m, ids + s0 * T, rows, x));
     CHECK(fptq_layer_load(&m, 0, &lw));
@@ -79,7 +79,7 @@ int main(int argc, char **argv)
     if (w.rank == 0) {
         float *xa = calloc((size_t)(N * T * H), sizeof(float));
         fptq_forward_ws wsa;
-        CHECK(fptq_forward_ws_alloc(&m.cfg, N * T, &wsa));
+        CHECK(fptq_forward_ws_alloc(be, &m.cfg, N * T, &wsa));
         CHECK(fptq_embed(&m, ids, N * T, xa));
         CHECK(fptq_layer_load(&m, 0, &lw));
         CHECK(fptq_layer_forward(be, &m.cfg, &lw, &rt, xa, N, T, &wsa, NULL));

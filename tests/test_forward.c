@@ -166,7 +166,7 @@ static void test_folds_keep_layer_output(void **state)
     rope_table rt;
     const rope_params rp = fptq_rope_params(c);
     check_ok(fptq_layer_alloc(c, &lw));
-    check_ok(fptq_forward_ws_alloc(c, rows, &ws));
+    check_ok(fptq_forward_ws_alloc(be, c, rows, &ws));
     check_ok(rope_table_init(&rp, T, &rt));
     float *x0 = malloc((size_t)(rows * H) * sizeof(float)), *x1 = malloc((size_t)(rows * H) * sizeof(float));
     float *s_h = malloc((size_t)H * sizeof(float)), *s_i = malloc((size_t)I * sizeof(float));

@@ -6,6 +6,8 @@
  */
 #include "comm.h"
 
+#include "../kernels/backend.h"
+
 #include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
@@ -293,4 +295,89 @@ void fptq_collectives_single(fptq_collectives *c)
 {
     *c = (fptq_collectives){.name = "single", .rank = 0, .size = 1, .allreduce = single_allreduce,
                             .broadcast = single_broadcast, .allgatherv = single_allgatherv};
+}
+
+/* ---- collectives on backend memory, staged through the host ---------------------- */
+
+typedef struct staged_ctx {
+    const fptq_backend *be;
+    const fptq_collectives *host;
+    char *buf;                 /* host staging, grown on demand */
+    size_t cap;
+} staged_ctx;
+
+static fptq_status staged_buf(staged_ctx *s, size_t bytes)
+{
+    if (bytes <= s->cap)
+        return FPTQ_OK;
+    char *p = realloc(s->buf, bytes);
+    if (!p)
+        return FPTQ_FAIL(FPTQ_ERR_NOMEM, "collectives: cannot allocate %zu bytes of host staging", bytes);
+    s->buf = p;
+    s->cap = bytes;
+    return FPTQ_OK;
+}
+
+static size_t dtype_size(fptq_dtype t)
+{
+    size_t size;
+    (void)mpi_type(t, &size);
+    return size;
+}
+
+static fptq_status staged_allreduce(void *ctx, void *buf, size_t count, fptq_dtype t, fptq_reduce_op op)
+{
+    staged_ctx *s = ctx;
+    const size_t bytes = count * dtype_size(t);
+    FPTQ_TRY(staged_buf(s, bytes));
+    FPTQ_TRY(s->be->download(s->buf, buf, bytes));
+    FPTQ_TRY(s->host->allreduce(s->host->ctx, s->buf, count, t, op));
+    return s->be->upload(buf, s->buf, bytes);
+}
+
+static fptq_status staged_broadcast(void *ctx, void *buf, size_t bytes, int root)
+{
+    staged_ctx *s = ctx;
+    FPTQ_TRY(staged_buf(s, bytes));
+    if (s->host->rank == root)
+        FPTQ_TRY(s->be->download(s->buf, buf, bytes));
+    FPTQ_TRY(s->host->broadcast(s->host->ctx, s->buf, bytes, root));
+    return s->be->upload(buf, s->buf, bytes);
+}
+
+static fptq_status staged_allgatherv(void *ctx, const void *send, void *recv, const size_t *counts)
+{
+    staged_ctx *s = ctx;
+    size_t total = 0, off = 0;
+    for (int m = 0; m < s->host->size; m++) {
+        if (m < s->host->rank)
+            off += counts[m];
+        total += counts[m];
+    }
+    FPTQ_TRY(staged_buf(s, total));
+    /* the send block goes to its own place in the host buffer, as the MPI table allows */
+    FPTQ_TRY(s->be->download(s->buf + off, send, counts[s->host->rank]));
+    FPTQ_TRY(s->host->allgatherv(s->host->ctx, s->buf + off, s->buf, counts));
+    return s->be->upload(recv, s->buf, total);
+}
+
+fptq_status fptq_collectives_staged(const fptq_backend *be, const fptq_collectives *host, fptq_collectives *out)
+{
+    staged_ctx *s;
+    FPTQ_TRY(fptq_calloc(1, sizeof *s, "staged collectives", &s));
+    s->be = be;
+    s->host = host;
+    *out = (fptq_collectives){.name = "staged", .rank = host->rank, .size = host->size,
+                              .allreduce = staged_allreduce, .broadcast = staged_broadcast,
+                              .allgatherv = staged_allgatherv, .ctx = s};
+    return FPTQ_OK;
+}
+
+void fptq_collectives_staged_free(fptq_collectives *c)
+{
+    staged_ctx *s = c->ctx;
+    if (s)
+        free(s->buf);
+    free(s);
+    memset(c, 0, sizeof *c);
 }

@@ -63,4 +63,13 @@ fptq_status fptq_world_note_wait(const fptq_world *w, int tag, void *buf, size_t
 /* Collectives over a single rank (no MPI): every operation is the identity. */
 void fptq_collectives_single(fptq_collectives *c);
 
+/* Collectives on buffers in a backend's memory (be: kernels/backend.h),
+ * staged through host memory and the host collectives `host` (which must
+ * outlive them): download, reduce, upload. For a device backend without
+ * NCCL; with NCCL the reductions stay on the device (kernels/cuda/nccl_coll.h). */
+struct fptq_backend;
+fptq_status fptq_collectives_staged(const struct fptq_backend *be, const fptq_collectives *host,
+                                    fptq_collectives *out);
+void fptq_collectives_staged_free(fptq_collectives *c);
+
 #endif

@@ -5,6 +5,8 @@
  */
 #include "forward.h"
 
+#include "layer_stream.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,22 +15,24 @@
  * HEAD_BLOCK x hidden floats whatever the vocabulary size. */
 #define HEAD_BLOCK 4096
 
-fptq_status fptq_forward_ws_alloc(const llama_config *c, int64_t rows, fptq_forward_ws *ws)
+fptq_status fptq_forward_ws_alloc(const fptq_backend *be, const llama_config *c, int64_t rows,
+                                  fptq_forward_ws *ws)
 {
     memset(ws, 0, sizeof *ws);
-    const size_t r = (size_t)rows;
+    ws->be = be;
+    const size_t r = (size_t)rows, f = sizeof(float);
     const size_t q_dim = (size_t)(c->num_attention_heads * c->head_dim);
     const size_t kv_dim = (size_t)(c->num_key_value_heads * c->head_dim);
     const size_t hidden = (size_t)c->hidden_size, inter = (size_t)c->intermediate_size;
     fptq_status st;
-    FPTQ_TRY_GOTO(fptq_calloc(r * hidden, sizeof(float), "normed activations", &ws->h), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * q_dim, sizeof(float), "queries", &ws->q), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * kv_dim, sizeof(float), "keys", &ws->k), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * kv_dim, sizeof(float), "values", &ws->v), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * q_dim, sizeof(float), "attention output", &ws->attn), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * hidden, sizeof(float), "projection output", &ws->o), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * inter, sizeof(float), "MLP gate", &ws->gate), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc(r * inter, sizeof(float), "MLP up", &ws->up), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * hidden * f, "normed activations", (void **)&ws->h), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * q_dim * f, "queries", (void **)&ws->q), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * kv_dim * f, "keys", (void **)&ws->k), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * kv_dim * f, "values", (void **)&ws->v), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * q_dim * f, "attention output", (void **)&ws->attn), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * hidden * f, "projection output", (void **)&ws->o), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * inter * f, "MLP gate", (void **)&ws->gate), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc(r * inter * f, "MLP up", (void **)&ws->up), st, fail);
     ws->rows = rows;
     return FPTQ_OK;
 fail:
@@ -38,9 +42,106 @@ fail:
 
 void fptq_forward_ws_free(fptq_forward_ws *ws)
 {
-    free(ws->h); free(ws->q); free(ws->k); free(ws->v);
-    free(ws->attn); free(ws->o); free(ws->gate); free(ws->up);
+    if (ws->be) {
+        float *p[] = {ws->h, ws->q, ws->k, ws->v, ws->attn, ws->o, ws->gate, ws->up};
+        for (size_t i = 0; i < sizeof p / sizeof p[0]; i++)
+            ws->be->mem_free(p[i]);
+    }
     memset(ws, 0, sizeof *ws);
+}
+
+/* ---- a layer's weights in the backend's memory ------------------------------------ */
+
+fptq_status fptq_dev_layer_alloc(const fptq_backend *be, const llama_config *c, fptq_layer_weights *host,
+                                 fptq_dev_layer *d)
+{
+    memset(d, 0, sizeof *d);
+    d->be = be;
+    if (be->host_memory) {
+        d->w = *host;
+        return FPTQ_OK;
+    }
+    d->owned = 1;
+    const size_t f = sizeof(float);
+    fptq_status st;
+    FPTQ_TRY_GOTO(be->mem_alloc((size_t)c->hidden_size * f, "attention norm", (void **)&d->w.attn_norm), st, fail);
+    FPTQ_TRY_GOTO(be->mem_alloc((size_t)c->hidden_size * f, "MLP norm", (void **)&d->w.mlp_norm), st, fail);
+    for (int id = 0; id < LIN_COUNT; id++) {
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)(out * in) * f, fptq_linear_name((fptq_linear_id)id), (void **)&d->w.w[id]),
+                      st, fail);
+        if (host->bias[id])
+            FPTQ_TRY_GOTO(be->mem_alloc((size_t)out * f, fptq_linear_name((fptq_linear_id)id), (void **)&d->w.bias[id]),
+                          st, fail);
+    }
+    return FPTQ_OK;
+fail:
+    fptq_dev_layer_free(d);
+    return st;
+}
+
+void fptq_dev_layer_free(fptq_dev_layer *d)
+{
+    if (d->owned) {
+        d->be->mem_free(d->w.attn_norm);
+        d->be->mem_free(d->w.mlp_norm);
+        for (int id = 0; id < LIN_COUNT; id++) {
+            d->be->mem_free(d->w.w[id]);
+            d->be->mem_free(d->w.bias[id]);
+        }
+    }
+    memset(d, 0, sizeof *d);
+}
+
+fptq_status fptq_dev_put(const fptq_backend *be, float *dev, const float *host, int64_t n)
+{
+    if (dev == host || n <= 0)
+        return FPTQ_OK;
+    return be->upload(dev, host, (size_t)n * sizeof(float));
+}
+
+fptq_status fptq_dev_get(const fptq_backend *be, float *host, const float *dev, int64_t n)
+{
+    if (dev == host || n <= 0)
+        return FPTQ_OK;
+    return be->download(host, dev, (size_t)n * sizeof(float));
+}
+
+/* Every array of the host layer to the backend's, by `put` (upload, or
+ * upload_async on `slot`). */
+static fptq_status dev_layer_put(fptq_dev_layer *d, const llama_config *c, const fptq_layer_weights *host, int slot)
+{
+    const fptq_backend *be = d->be;
+    const size_t f = sizeof(float);
+    for (int id = 0; id < LIN_COUNT; id++)
+        d->w.act[id] = host->act[id];
+    if (!d->owned)
+        return FPTQ_OK;
+#define PUT(dst, src, n) \
+    FPTQ_TRY(slot < 0 ? be->upload((dst), (src), (size_t)(n) * f) : be->upload_async((dst), (src), (size_t)(n) * f, slot))
+    PUT(d->w.attn_norm, host->attn_norm, c->hidden_size);
+    PUT(d->w.mlp_norm, host->mlp_norm, c->hidden_size);
+    for (int id = 0; id < LIN_COUNT; id++) {
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        PUT(d->w.w[id], host->w[id], out * in);
+        if (host->bias[id])
+            PUT(d->w.bias[id], host->bias[id], out);
+    }
+#undef PUT
+    return FPTQ_OK;
+}
+
+fptq_status fptq_dev_layer_upload(fptq_dev_layer *d, const llama_config *c, const fptq_layer_weights *host)
+{
+    return dev_layer_put(d, c, host, -1);
+}
+
+fptq_status fptq_dev_layer_upload_async(fptq_dev_layer *d, const llama_config *c, const fptq_layer_weights *host,
+                                        int slot)
+{
+    return dev_layer_put(d, c, host, slot & 1);
 }
 
 fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x)
@@ -118,39 +219,77 @@ fptq_status fptq_head_nll(const fptq_backend *be, const fptq_model *m, float *x,
 {
     const llama_config *c = &m->cfg;
     const int64_t hidden = c->hidden_size, vocab = c->vocab_size;
-    float *norm = NULL, *w = NULL, *block = NULL;
-    double *mx = NULL, *sum = NULL, *target_logit = NULL;
     const int64_t bs = vocab < HEAD_BLOCK ? vocab : HEAD_BLOCK;
+    const int host = be->host_memory;
+    /* host arrays; the backend's twins (d_) are the same arrays on a host backend */
+    float *norm = NULL, *w = NULL, *d_norm = NULL, *d_w = NULL, *d_block = NULL, *h_block = NULL;
+    double *mx = NULL, *sum = NULL, *target_logit = NULL, *d_mx = NULL, *d_sum = NULL, *d_tl = NULL;
+    int32_t *tg = NULL, *d_tg = NULL;
     fptq_status st;
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)hidden, sizeof(float), "final norm", &norm), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(bs * hidden), sizeof(float), "head block", &w), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(n * bs), sizeof(float), "logits block", &block), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(double), "row max", &mx), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(double), "row sum", &sum), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(double), "target logits", &target_logit), st, done);
+    const size_t f = sizeof(float), dbl = sizeof(double);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)hidden, f, "final norm", &norm), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)(bs * hidden), f, "head block", &w), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, dbl, "row max", &mx), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, dbl, "row sum", &sum), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, dbl, "target logits", &target_logit), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof(int32_t), "targets", &tg), st, done);
+    FPTQ_TRY_GOTO(be->mem_alloc((size_t)(n * bs) * f, "logits block", (void **)&d_block), st, done);
+    if (host) {
+        d_norm = norm, d_w = w, d_mx = mx, d_sum = sum, d_tl = target_logit, d_tg = tg, h_block = d_block;
+    } else {
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)hidden * f, "final norm", (void **)&d_norm), st, done);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)(bs * hidden) * f, "head block", (void **)&d_w), st, done);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)n * dbl, "row max", (void **)&d_mx), st, done);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)n * dbl, "row sum", (void **)&d_sum), st, done);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)n * dbl, "target logits", (void **)&d_tl), st, done);
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)n * sizeof(int32_t), "targets", (void **)&d_tg), st, done);
+        if (logits)
+            FPTQ_TRY_GOTO(fptq_calloc((size_t)(n * bs), f, "logits block", &h_block), st, done);
+    }
 
     FPTQ_TRY_GOTO(fptq_model_final_norm(m, norm), st, done);
-    FPTQ_TRY_GOTO(be->rmsnorm(x, n, hidden, norm, (float)c->rms_norm_eps, x), st, done);
-    for (int64_t i = 0; i < n; i++)
+    FPTQ_TRY_GOTO(fptq_dev_put(be, d_norm, norm, hidden), st, done);
+    FPTQ_TRY_GOTO(be->rmsnorm(x, n, hidden, d_norm, (float)c->rms_norm_eps, x), st, done);
+    for (int64_t i = 0; i < n; i++) {
         mx[i] = -INFINITY;
+        tg[i] = targets ? targets[i] : -1;
+    }
+    if (!host) {
+        FPTQ_TRY_GOTO(be->upload(d_mx, mx, (size_t)n * dbl), st, done);
+        FPTQ_TRY_GOTO(be->upload(d_sum, sum, (size_t)n * dbl), st, done);
+        FPTQ_TRY_GOTO(be->upload(d_tl, target_logit, (size_t)n * dbl), st, done);
+        FPTQ_TRY_GOTO(be->upload(d_tg, tg, (size_t)n * sizeof(int32_t)), st, done);
+    }
 
     for (int64_t v0 = 0; v0 < vocab; v0 += bs) {
         const int64_t nb = vocab - v0 < bs ? vocab - v0 : bs;
         FPTQ_TRY_GOTO(fptq_model_head_rows(m, v0, nb, w), st, done);
-        FPTQ_TRY_GOTO(be->linear(x, n, hidden, w, nb, NULL, block), st, done);
-        FPTQ_TRY_GOTO(be->logsumexp_accumulate(block, n, nb, nb, mx, sum), st, done);
-        for (int64_t i = 0; i < n; i++) {
-            if (targets && targets[i] >= v0 && targets[i] < v0 + nb)
-                target_logit[i] = block[i * nb + (targets[i] - v0)];
-            if (logits)
-                memcpy(logits + i * vocab + v0, block + i * nb, (size_t)nb * sizeof(float));
+        FPTQ_TRY_GOTO(fptq_dev_put(be, d_w, w, nb * hidden), st, done);
+        FPTQ_TRY_GOTO(be->linear(x, n, hidden, d_w, nb, NULL, d_block), st, done);
+        FPTQ_TRY_GOTO(be->logsumexp_accumulate(d_block, n, nb, nb, d_mx, d_sum), st, done);
+        FPTQ_TRY_GOTO(be->pick_targets(d_block, n, nb, v0, d_tg, d_tl), st, done);
+        if (logits) {
+            FPTQ_TRY_GOTO(fptq_dev_get(be, h_block, d_block, n * nb), st, done);
+            for (int64_t i = 0; i < n; i++)
+                memcpy(logits + i * vocab + v0, h_block + i * nb, (size_t)nb * sizeof(float));
         }
+    }
+    if (!host) {
+        FPTQ_TRY_GOTO(be->download(mx, d_mx, (size_t)n * dbl), st, done);
+        FPTQ_TRY_GOTO(be->download(sum, d_sum, (size_t)n * dbl), st, done);
+        FPTQ_TRY_GOTO(be->download(target_logit, d_tl, (size_t)n * dbl), st, done);
     }
     for (int64_t i = 0; i < n; i++)
         nll[i] = (targets && targets[i] >= 0) ? mx[i] + log(sum[i]) - target_logit[i] : NAN;
     st = FPTQ_OK;
 done:
-    free(norm); free(w); free(block); free(mx); free(sum); free(target_logit);
+    be->mem_free(d_block);
+    if (!host) {
+        be->mem_free(d_norm); be->mem_free(d_w); be->mem_free(d_mx); be->mem_free(d_sum);
+        be->mem_free(d_tl); be->mem_free(d_tg);
+        free(h_block);
+    }
+    free(norm); free(w); free(mx); free(sum); free(target_logit); free(tg);
     return st;
 }
 
@@ -160,26 +299,36 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
 {
     const llama_config *c = &m->cfg;
     const int64_t rows = n_seq * seq_len;
-    float *x = NULL;
+    const size_t xbytes = (size_t)(rows * c->hidden_size) * sizeof(float);
+    float *hx = NULL, *x = NULL;
     int32_t *targets = NULL;
-    fptq_layer_weights lw = {0};
+    fptq_layer_stream ls = {0};
     fptq_forward_ws ws = {0};
     rope_table rt = {0};
     const rope_params rp = fptq_rope_params(c);
     fptq_status st;
 
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "activations", &x), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc(xbytes, 1, "activations", &hx), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)rows, sizeof(int32_t), "targets", &targets), st, done);
-    FPTQ_TRY_GOTO(fptq_layer_alloc(c, &lw), st, done);
-    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(c, rows, &ws), st, done);
+    FPTQ_TRY_GOTO(fptq_layer_stream_init(&ls, be, m), st, done);
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, rows, &ws), st, done);
     FPTQ_TRY_GOTO(rope_table_init(&rp, seq_len, &rt), st, done);
-    FPTQ_TRY_GOTO(fptq_embed(m, ids, rows, x), st, done);
+    FPTQ_TRY_GOTO(fptq_embed(m, ids, rows, hx), st, done);
+    if (be->host_memory) {
+        x = hx;
+    } else {
+        FPTQ_TRY_GOTO(be->mem_alloc(xbytes, "activations", (void **)&x), st, done);
+        FPTQ_TRY_GOTO(be->upload(x, hx, xbytes), st, done);
+    }
 
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fptq_now();
-        st = fptq_layer_load(m, l, &lw);
+        fptq_layer_weights *lw;
+        fptq_dev_layer *dl;
+        /* layer l + 1 loads while layer l computes */
+        st = fptq_layer_stream_get(&ls, l, l + 1, &lw, &dl);
         if (st == FPTQ_OK)
-            st = fptq_layer_forward(be, c, &lw, &rt, x, n_seq, seq_len, &ws, NULL);
+            st = fptq_layer_forward(be, c, &dl->w, &rt, x, n_seq, seq_len, &ws, NULL);
         if (st != FPTQ_OK) {
             fptq_error_context("layer %lld", (long long)l);
             fptq_trace(__FILE__, __LINE__, "layer");
@@ -194,9 +343,11 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
     FPTQ_TRY_GOTO(fptq_head_nll(be, m, x, rows, targets, nll, logits), st, done);
     st = FPTQ_OK;
 done:
-    free(x);
+    if (x != hx)
+        be->mem_free(x);
+    free(hx);
     free(targets);
-    fptq_layer_free(&lw);
+    fptq_layer_stream_free(&ls);
     fptq_forward_ws_free(&ws);
     rope_table_free(&rt);
     return st;

@@ -9,16 +9,45 @@
 
 #include "model.h"
 
-/* Scratch for one batch through one layer; sized once per batch shape. */
+/* Scratch for one batch through one layer, in the backend's memory; sized
+ * once per batch shape. */
 typedef struct fptq_forward_ws {
+    const fptq_backend *be;
     int64_t rows;
     float *h, *q, *k, *v, *attn, *o, *gate, *up;
 } fptq_forward_ws;
 
-fptq_status fptq_forward_ws_alloc(const llama_config *c, int64_t rows, fptq_forward_ws *ws);
+fptq_status fptq_forward_ws_alloc(const fptq_backend *be, const llama_config *c, int64_t rows,
+                                  fptq_forward_ws *ws);
 void fptq_forward_ws_free(fptq_forward_ws *ws);
 
-/* x[n, hidden] = embedding rows of ids[n] (rows converted on demand from the mmap). */
+/* A layer's weights where the backend computes: for a host backend (the
+ * CPU) a view of the host layer itself, so that nothing is copied and a
+ * change made through either is seen by both; otherwise arrays of the
+ * backend's memory that fptq_dev_layer_upload fills from a host layer. The
+ * activation quantization parameters (act) are host structs in both. */
+typedef struct fptq_dev_layer {
+    const fptq_backend *be;
+    fptq_layer_weights w;
+    int owned;                    /* the arrays are the backend's, freed with it */
+} fptq_dev_layer;
+
+/* host: the host layer a host backend's view shows (kept by the caller). */
+fptq_status fptq_dev_layer_alloc(const fptq_backend *be, const llama_config *c, fptq_layer_weights *host,
+                                 fptq_dev_layer *d);
+void fptq_dev_layer_free(fptq_dev_layer *d);
+/* The whole host layer to the backend (act parameters included). */
+fptq_status fptq_dev_layer_upload(fptq_dev_layer *d, const llama_config *c, const fptq_layer_weights *host);
+/* The same on the backend's second stream (be->upload_async after slot's
+ * mark); host must be page-locked and untouched until be->uploads_sync. */
+fptq_status fptq_dev_layer_upload_async(fptq_dev_layer *d, const llama_config *c, const fptq_layer_weights *host,
+                                        int slot);
+/* n floats of a host array to its twin in the backend (a no-op for a view). */
+fptq_status fptq_dev_put(const fptq_backend *be, float *dev, const float *host, int64_t n);
+/* and back */
+fptq_status fptq_dev_get(const fptq_backend *be, float *host, const float *dev, int64_t n);
+
+/* x[n, hidden] = embedding rows of ids[n] (rows converted on demand from the mmap); host memory. */
 fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x);
 
 /* Called with the input X[rows, cols] of a group of linears just before
@@ -30,15 +59,18 @@ typedef struct fptq_layer_hooks {
     void *ctx;
 } fptq_layer_hooks;
 
-/* One decoder layer, in place on x[n_seq * seq_len, hidden]; hooks may be NULL. */
+/* One decoder layer, in place on x[n_seq * seq_len, hidden]; hooks may be NULL.
+ * x, ws and lw's arrays are in the backend's memory (lw: fptq_dev_layer.w), and
+ * so is the X the hook is handed. */
 fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
                                const fptq_layer_weights *lw, const rope_table *rt, float *x,
                                int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws,
                                const fptq_layer_hooks *hooks);
 
-/* Final norm (in place on x[n, hidden]), then the head in vocabulary blocks:
- * nll[i] = logsumexp(logits[i]) - logits[i][targets[i]] for targets[i] >= 0.
- * When logits != NULL the full [n, vocab] logits are stored there too. */
+/* Final norm (in place on x[n, hidden], backend memory), then the head in
+ * vocabulary blocks: nll[i] = logsumexp(logits[i]) - logits[i][targets[i]]
+ * for targets[i] >= 0. When logits != NULL the full [n, vocab] logits are
+ * stored there too. targets, nll and logits are host memory. */
 fptq_status fptq_head_nll(const fptq_backend *be, const fptq_model *m, float *x, int64_t n,
                           const int32_t *targets, double *nll, float *logits);
 

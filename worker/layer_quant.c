@@ -9,33 +9,10 @@
 #include "../kernels/smooth.h"
 #include "../sharding/sharding.h"
 
-#include <cblas.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* tr((W - Q) H (W - Q)^T): the output error GPTQ minimises, the same measure for every method. */
-static fptq_status proxy_loss(const float *W, const float *Q, int64_t rows, int64_t cols, const float *H,
-                              double *loss)
-{
-    float *D = NULL, *DH = NULL;
-    fptq_status st;
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error", &D), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), sizeof(float), "weight error x H", &DH), st, done);
-    for (int64_t i = 0; i < rows * cols; i++)
-        D[i] = W[i] - Q[i];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)cols, (int)cols, 1.0f, D, (int)cols,
-                H, (int)cols, 0.0f, DH, (int)cols);
-    double sum = 0.0;
-    for (int64_t i = 0; i < rows * cols; i++)
-        sum += (double)D[i] * DH[i];
-    *loss = sum;
-    st = FPTQ_OK;
-done:
-    free(D);
-    free(DH);
-    return st;
-}
 
 /* The smooth_group of the linears reading group g's input. */
 static smooth_group group_of(const layer_job *j, fptq_linear_group g)
@@ -54,29 +31,54 @@ static smooth_group group_of(const layer_job *j, fptq_linear_group g)
     return sg;
 }
 
-/* Folds X / s into what produces X, and W s into the group's linears.
- * Returns 0 when the group's input cannot absorb a scale (o_proj under GQA:
- * v_proj's rows feed several heads' worth of o_proj columns). */
-static int fold_group_scale(layer_job *j, fptq_linear_group g, const float *s, float *X, int64_t rows)
+/* Folds X / s into what produces X, and W s into the group's linears: on
+ * the host layer, then uploaded to the backend's. Returns 0 when the group's
+ * input cannot absorb a scale (o_proj under GQA: v_proj's rows feed several
+ * heads' worth of o_proj columns). */
+static fptq_status fold_group_scale(layer_job *j, fptq_linear_group g, const float *s, float *X, int64_t rows,
+                                    int *folded)
 {
     const llama_config *c = j->c;
-    fptq_layer_weights *lw = j->lw;
+    const fptq_backend *be = j->be;
+    fptq_layer_weights *lw = j->lw, *dw = &j->dl->w;
     smooth_group sg = group_of(j, g);
+    const int64_t hidden = c->hidden_size;
+    *folded = 0;
     switch (g) {
-    case LGROUP_QKV: fold_scale_into_norm(lw->attn_norm, sg.cols, s); break;
-    case LGROUP_GATE_UP: fold_scale_into_norm(lw->mlp_norm, sg.cols, s); break;
-    case LGROUP_DOWN: fold_scale_into_output(lw->w[LIN_UP], NULL, c->intermediate_size, c->hidden_size, s); break;
-    case LGROUP_O:
-        if (c->num_key_value_heads != c->num_attention_heads)
-            return 0;
-        fold_scale_into_output(lw->w[LIN_V], lw->bias[LIN_V], c->num_key_value_heads * c->head_dim, c->hidden_size, s);
+    case LGROUP_QKV:
+        fold_scale_into_norm(lw->attn_norm, sg.cols, s);
+        FPTQ_TRY(fptq_dev_put(be, dw->attn_norm, lw->attn_norm, hidden));
         break;
-    default: return 0;
+    case LGROUP_GATE_UP:
+        fold_scale_into_norm(lw->mlp_norm, sg.cols, s);
+        FPTQ_TRY(fptq_dev_put(be, dw->mlp_norm, lw->mlp_norm, hidden));
+        break;
+    case LGROUP_DOWN:
+        fold_scale_into_output(lw->w[LIN_UP], NULL, c->intermediate_size, hidden, s);
+        FPTQ_TRY(fptq_dev_put(be, dw->w[LIN_UP], lw->w[LIN_UP], c->intermediate_size * hidden));
+        break;
+    case LGROUP_O: {
+        if (c->num_key_value_heads != c->num_attention_heads)
+            return FPTQ_OK;
+        const int64_t kv = c->num_key_value_heads * c->head_dim;
+        fold_scale_into_output(lw->w[LIN_V], lw->bias[LIN_V], kv, hidden, s);
+        FPTQ_TRY(fptq_dev_put(be, dw->w[LIN_V], lw->w[LIN_V], kv * hidden));
+        if (lw->bias[LIN_V])
+            FPTQ_TRY(fptq_dev_put(be, dw->bias[LIN_V], lw->bias[LIN_V], kv));
+        break;
     }
-    for (int i = 0; i < sg.n_lin; i++)
+    default: return FPTQ_OK;
+    }
+    fptq_linear_id first;
+    int count;
+    fptq_linear_group_members(g, &first, &count);
+    for (int i = 0; i < sg.n_lin; i++) {
         fold_scale_into_input(sg.W[i], sg.rows[i], sg.cols, s);
-    scale_input_columns(X, rows, sg.cols, s);
-    return 1;
+        FPTQ_TRY(fptq_dev_put(be, dw->w[first + i], sg.W[i], sg.rows[i] * sg.cols));
+    }
+    FPTQ_TRY(be->scale_columns(X, rows, sg.cols, s));
+    *folded = 1;
+    return FPTQ_OK;
 }
 
 /* Copies rows [r0, r0 + part->rows) of a quantized tensor into the whole one. */
@@ -115,42 +117,48 @@ done:
 
 /* Quantizes this rank's rows [r0, r1) of linear id (rows are independent
  * once H is shared), gathers every rank's rows, and leaves the dequantized
- * weights in the layer so the next group sees them. */
-static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_t *row_begin, const int64_t *row_end,
-                                   const float *H)
+ * weights in the backend's layer so the next group sees them. */
+static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_t *row_begin, const int64_t *row_end)
 {
     const fptq_recipe *r = j->r;
+    const fptq_backend *be = j->be;
     const fptq_collectives *coll = j->coll;
     int64_t out, in;
     fptq_linear_shape(j->c, id, &out, &in);
     ckpt_linear *cl = &j->out->lin[id];
-    float *W = j->lw->w[id];
+    float *W = j->dl->w.w[id];
     const int64_t r0 = row_begin[coll->rank], nr = row_end[coll->rank] - r0;
     const int64_t ng = quant_n_groups(&r->weight, in);
     snprintf(cl->name, sizeof cl->name, "%s", fptq_linear_name(id));
     snprintf(cl->method, sizeof cl->method, "%s", fptq_method_name(r->method));
     FPTQ_TRY(quant_tensor_alloc(&r->weight, out, in, r->act_order, &cl->q));
-    memcpy(j->Wf, W, (size_t)(out * in) * sizeof(float));
 
     double loss = 0.0;
     float damp = 0.0f;
     if (nr > 0) {
+        /* this rank's rows as they were, for the loss */
+        float *Wf = j->Wf + r0 * in;
+        FPTQ_TRY(be->mem_copy(Wf, W + r0 * in, (size_t)(nr * in) * sizeof(float)));
         quant_tensor part;
         FPTQ_TRY(quant_tensor_alloc(&r->weight, nr, in, r->act_order, &part));
         fptq_status st;
         if (r->method == METHOD_GPTQ) {
             gptq_opts go = {.damp_percent = r->damp, .block_size = 128, .act_order = r->act_order};
             gptq_result gr;
-            st = gptq_quantize_hinv(j->Wf + r0 * in, nr, in, &j->hinv, &go, &part, NULL, &gr);
+            st = be->gptq_rows(j->gptq_plan, Wf, nr, in, &go, &part, &gr);
             damp = gr.damp;
+            if (st == FPTQ_OK && gr.retries && !j->gptq_prepare_retries) /* a backend that factors per call */
+                fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
+                          fptq_linear_name(id), gr.retries, gr.damp);
         } else {
-            st = quant_rtn(j->Wf + r0 * in, nr, in, j->clip[id] ? j->clip[id] + r0 * ng : NULL, &part);
+            st = be->rtn(Wf, nr, in, j->clip[id] ? j->clip[id] + r0 * ng : NULL, &part);
         }
         if (st == FPTQ_OK) {
             put_rows(&cl->q, &part, r0);
-            quant_dequantize(&part, j->Qpart);
-            st = proxy_loss(j->Wf + r0 * in, j->Qpart, nr, in, H, &loss);
+            st = be->dequantize(&part, j->Qpart);
         }
+        if (st == FPTQ_OK)
+            st = be->proxy_loss(Wf, j->Qpart, nr, in, j->H, &loss);
         quant_tensor_free(&part);
         FPTQ_TRY(st);
     }
@@ -162,7 +170,7 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
     FPTQ_TRY(coll->allreduce(coll->ctx, &damp, 1, FPTQ_DT_F32, FPTQ_OP_MAX));
     cl->loss = loss;
     cl->damp = damp;
-    quant_dequantize(&cl->q, W);
+    FPTQ_TRY(be->dequantize(&cl->q, W));
     if (j->lw->bias[id]) {
         FPTQ_TRY(fptq_calloc((size_t)out, sizeof(float), "bias copy", &cl->bias));
         memcpy(cl->bias, j->lw->bias[id], (size_t)out * sizeof(float));
@@ -171,17 +179,23 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
 }
 
 /* The statistics of X, summed over the stage's ranks (raw sums and token
- * counts; scaled once, later, into H). */
+ * counts; scaled once, later, into H); the per-channel sums and maxima also
+ * in the host copies j->abs_sum, j->abs_max. */
 static fptq_status gather_stats(layer_job *j, linear_stats *stats, const float *X, int64_t rows)
 {
-    const fptq_collectives *c = j->coll;
-    linear_stats_reset(stats);
-    FPTQ_TRY(linear_stats_accumulate(stats, X, rows));
+    const fptq_collectives *c = j->coll, *dc = j->dcoll;
+    const fptq_backend *be = j->be;
+    FPTQ_TRY(be->stats_reset(stats));
+    FPTQ_TRY(be->stats_accumulate(stats, X, rows));
     const size_t cols = (size_t)stats->cols;
-    FPTQ_TRY(c->allreduce(c->ctx, stats->xtx, cols * cols, FPTQ_DT_F32, FPTQ_OP_SUM));
-    FPTQ_TRY(c->allreduce(c->ctx, stats->abs_sum, cols, FPTQ_DT_F64, FPTQ_OP_SUM));
-    FPTQ_TRY(c->allreduce(c->ctx, stats->abs_max, cols, FPTQ_DT_F32, FPTQ_OP_MAX));
+    FPTQ_TRY(dc->allreduce(dc->ctx, stats->xtx, cols * cols, FPTQ_DT_F32, FPTQ_OP_SUM));
+    FPTQ_TRY(dc->allreduce(dc->ctx, stats->abs_sum, cols, FPTQ_DT_F64, FPTQ_OP_SUM));
+    FPTQ_TRY(dc->allreduce(dc->ctx, stats->abs_max, cols, FPTQ_DT_F32, FPTQ_OP_MAX));
     FPTQ_TRY(c->allreduce(c->ctx, &stats->tokens, 1, FPTQ_DT_I64, FPTQ_OP_SUM));
+    if (j->abs_sum) {
+        FPTQ_TRY(be->download(j->abs_sum, stats->abs_sum, cols * sizeof(double)));
+        FPTQ_TRY(be->download(j->abs_max, stats->abs_max, cols * sizeof(float)));
+    }
     return FPTQ_OK;
 }
 
@@ -218,7 +232,7 @@ static fptq_status gather_subsample(layer_job *j, const float *X, int64_t rows, 
     }
     float *dst = j->Xs + off * cols;
     for (int64_t i = 0; i < k[c->rank]; i++)
-        memcpy(dst + i * cols, X + (i * rows / k[c->rank]) * cols, (size_t)cols * sizeof(float));
+        FPTQ_TRY_GOTO(fptq_dev_get(j->be, dst + i * cols, X + (i * rows / k[c->rank]) * cols, cols), st, done);
     FPTQ_TRY_GOTO(c->allgatherv(c->ctx, dst, j->Xs, counts), st, done);
     *n_out = n;
     st = FPTQ_OK;
@@ -233,6 +247,7 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
 {
     layer_job *j = ctx;
     const fptq_recipe *r = j->r;
+    const fptq_backend *be = j->be;
     fptq_linear_id first;
     int count;
     fptq_linear_group_members(g, &first, &count);
@@ -242,7 +257,7 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
     if (j->awq_search_only) {
         smooth_group sg = group_of(j, g);
         for (int64_t k = 0; k < cols; k++)
-            j->abs_mean[k] = stats->abs_sum[k] / (double)stats->tokens;
+            j->abs_mean[k] = j->abs_sum[k] / (double)stats->tokens;
         int64_t ns;
         FPTQ_TRY(gather_subsample(j, X, rows, cols, &ns));
         awq_opts ao = {.grid = 20, .max_tokens = AWQ_TOKENS, .clip_grid = 20};
@@ -250,8 +265,9 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
         double err = 0.0;
         const int can_fold = g != LGROUP_O || j->c->num_key_value_heads == j->c->num_attention_heads;
         if (can_fold) {
+            int folded;
             FPTQ_TRY(awq_search_scale(j->Xs, ns, &sg, &r->weight, j->abs_mean, &ao, j->scale, &alpha, &err));
-            fold_group_scale(j, g, j->scale, X, rows);
+            FPTQ_TRY(fold_group_scale(j, g, j->scale, X, rows, &folded));
             scale_input_columns(j->Xs, ns, cols, j->scale);
         }
         for (int i = 0; i < count; i++)
@@ -262,24 +278,28 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
 
     if (r->smoothquant_alpha >= 0.0f && (g == LGROUP_QKV || g == LGROUP_GATE_UP)) {
         smooth_group sg = group_of(j, g);
-        smoothquant_scales(stats->abs_max, &sg, r->smoothquant_alpha, j->scale);
-        fold_group_scale(j, g, j->scale, X, rows);
+        int folded;
+        smoothquant_scales(j->abs_max, &sg, r->smoothquant_alpha, j->scale);
+        FPTQ_TRY(fold_group_scale(j, g, j->scale, X, rows, &folded));
         FPTQ_TRY(gather_stats(j, stats, X, rows));
     }
 
-    FPTQ_TRY(linear_stats_hessian(stats, j->H));
+    FPTQ_TRY(be->stats_hessian(stats, j->H));
     if (r->method == METHOD_GPTQ) {
-        /* one inverse-Hessian factor for all the linears that read this input */
+        /* one plan (inverse-Hessian factor) for all the linears that read this input */
         gptq_opts go = {.damp_percent = r->damp, .act_order = r->act_order};
-        gptq_hinv_free(&j->hinv);
-        fptq_status st = gptq_hinv_compute(j->H, cols, &go, &j->hinv);
+        gptq_result gr;
+        be->gptq_release(j->gptq_plan);
+        j->gptq_plan = NULL;
+        fptq_status st = be->gptq_prepare(j->H, cols, &go, &j->gptq_plan, &gr);
         if (st != FPTQ_OK) {
             fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_group_name(g));
             return st;
         }
-        if (j->hinv.retries)
+        j->gptq_prepare_retries = gr.retries;
+        if (gr.retries)
             fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
-                      fptq_linear_group_name(g), j->hinv.retries, j->hinv.damp);
+                      fptq_linear_group_name(g), gr.retries, gr.damp);
     }
     int64_t lin_rows[4], begin[4], end[4];
     for (int i = 0; i < count; i++) {
@@ -294,7 +314,7 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
             rb[m] = begin[i];
             re[m] = end[i];
         }
-        fptq_status st = quantize_linear(j, (fptq_linear_id)(first + i), rb, re, j->H);
+        fptq_status st = quantize_linear(j, (fptq_linear_id)(first + i), rb, re);
         if (st != FPTQ_OK) {
             fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_name((fptq_linear_id)(first + i)));
             return st;
@@ -305,21 +325,24 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
     if (r->act == ACTQ_INT8_STATIC || r->act == ACTQ_FP8_STATIC) {
         float amax = 0.0f;
         for (int64_t k = 0; k < cols; k++)
-            amax = fmaxf(amax, stats->abs_max[k]);
+            amax = fmaxf(amax, j->abs_max[k]);
         a.scale = amax > 0.0f ? amax / (r->act == ACTQ_FP8_STATIC ? 448.0f : 127.0f) : 1.0f;
     }
     for (int i = 0; i < count; i++) {
         j->lw->act[first + i] = a;
+        j->dl->w.act[first + i] = a;
         j->out->lin[first + i].act = a;
     }
     return FPTQ_OK;
 }
 
-fptq_status layer_job_init(layer_job *j, const fptq_collectives *coll, const fptq_recipe *r,
-                                  const llama_config *c)
+fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_collectives *coll,
+                           const fptq_collectives *dcoll, const fptq_recipe *r, const llama_config *c)
 {
     memset(j, 0, sizeof *j);
+    j->be = be;
     j->coll = coll;
+    j->dcoll = dcoll;
     j->r = r;
     j->c = c;
     int64_t max_cols = 0, max_w = 0;
@@ -337,13 +360,16 @@ fptq_status layer_job_init(layer_job *j, const fptq_collectives *coll, const fpt
         int64_t out, in;
         fptq_linear_group_members((fptq_linear_group)g, &first, &count);
         fptq_linear_shape(c, first, &out, &in);
-        FPTQ_TRY(linear_stats_init(in, &j->stats[g]));
+        FPTQ_TRY(be->stats_init(in, &j->stats[g]));
     }
-    FPTQ_TRY(fptq_calloc((size_t)(max_cols * max_cols), sizeof(float), "Hessian", &j->H));
-    FPTQ_TRY(fptq_calloc((size_t)max_w, sizeof(float), "weight copy", &j->Wf));
+    const size_t f = sizeof(float);
+    FPTQ_TRY(be->mem_alloc((size_t)(max_cols * max_cols) * f, "Hessian", (void **)&j->H));
+    FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "weight copy", (void **)&j->Wf));
+    FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "quantized rows", (void **)&j->Qpart));
+    FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel |x| sums", &j->abs_sum));
+    FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(float), "channel |x| maxima", &j->abs_max));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(float), "channel scales", &j->scale));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel means", &j->abs_mean));
-    FPTQ_TRY(fptq_calloc((size_t)max_w, sizeof(float), "quantized rows", &j->Qpart));
     FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_begin));
     FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_end));
     if (r->method == METHOD_AWQ)
@@ -353,32 +379,41 @@ fptq_status layer_job_init(layer_job *j, const fptq_collectives *coll, const fpt
 
 void layer_job_free(layer_job *j)
 {
-    for (int g = 0; g < LGROUP_COUNT; g++)
-        linear_stats_free(&j->stats[g]);
-    free(j->H);
-    free(j->Wf);
+    const fptq_backend *be = j->be;
+    if (be) {
+        for (int g = 0; g < LGROUP_COUNT; g++)
+            if (j->stats[g].cols)
+                be->stats_free(&j->stats[g]);
+        be->mem_free(j->H);
+        be->mem_free(j->Wf);
+        be->mem_free(j->Qpart);
+        be->gptq_release(j->gptq_plan);
+    }
+    free(j->abs_sum);
+    free(j->abs_max);
     free(j->scale);
     free(j->abs_mean);
-    free(j->Qpart);
     free(j->Xs);
     free(j->row_begin);
     free(j->row_end);
-    gptq_hinv_free(&j->hinv);
     for (int id = 0; id < LIN_COUNT; id++)
         free(j->clip[id]);
     memset(j, 0, sizeof *j);
 }
 
-/* Calibrates and quantizes layer l of the fp weights in lw, on a copy of x. */
-fptq_status quantize_layer(const fptq_backend *be, const fptq_model *m, const fptq_recipe *r, layer_job *j,
-                                  int64_t l, fptq_layer_weights *lw, const float *x, float *xw, int64_t n_seq,
-                                  int64_t seq_len, const rope_table *rt, fptq_forward_ws *ws, ckpt_layer *out)
+/* Calibrates and quantizes layer l of the fp weights in lw / dl, on a copy of x. */
+fptq_status quantize_layer(const fptq_model *m, layer_job *j, int64_t l, fptq_layer_weights *lw,
+                           fptq_dev_layer *dl, const float *x, float *xw, int64_t n_seq, int64_t seq_len,
+                           const rope_table *rt, fptq_forward_ws *ws, ckpt_layer *out)
 {
     const llama_config *c = &m->cfg;
+    const fptq_backend *be = j->be;
+    const fptq_recipe *r = j->r;
     const size_t xbytes = (size_t)(n_seq * seq_len * c->hidden_size) * sizeof(float);
     fptq_layer_hooks hooks = {.before_group = layer_job_group, .ctx = j};
     j->layer = l;
     j->lw = lw;
+    j->dl = dl;
     j->out = out;
     out->index = l;
     out->hidden = c->hidden_size;
@@ -386,12 +421,14 @@ fptq_status quantize_layer(const fptq_backend *be, const fptq_model *m, const fp
     if (r->method == METHOD_AWQ) {
         /* AWQ searches on the full-precision block, then quantizes (llm-awq's order) */
         j->awq_search_only = 1;
-        memcpy(xw, x, xbytes);
-        FPTQ_TRY(fptq_layer_forward(be, c, lw, rt, xw, n_seq, seq_len, ws, &hooks));
+        FPTQ_TRY(be->mem_copy(xw, x, xbytes));
+        FPTQ_TRY(fptq_layer_forward(be, c, &dl->w, rt, xw, n_seq, seq_len, ws, &hooks));
         j->awq_search_only = 0;
     }
-    memcpy(xw, x, xbytes);
-    FPTQ_TRY(fptq_layer_forward(be, c, lw, rt, xw, n_seq, seq_len, ws, &hooks));
+    FPTQ_TRY(be->mem_copy(xw, x, xbytes));
+    FPTQ_TRY(fptq_layer_forward(be, c, &dl->w, rt, xw, n_seq, seq_len, ws, &hooks));
+    be->gptq_release(j->gptq_plan);
+    j->gptq_plan = NULL;
     FPTQ_TRY(fptq_calloc((size_t)c->hidden_size, sizeof(float), "norm copy", &out->attn_norm));
     FPTQ_TRY(fptq_calloc((size_t)c->hidden_size, sizeof(float), "norm copy", &out->mlp_norm));
     memcpy(out->attn_norm, lw->attn_norm, (size_t)c->hidden_size * sizeof(float));
@@ -419,27 +456,35 @@ fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const 
     const int64_t rows = n_seq * T;
     stats_hook h;
     memset(&h, 0, sizeof h);
+    h.j.be = be;
     h.j.coll = coll;
+    h.j.dcoll = coll;
     h.stats = stats;
     fptq_layer_hooks hooks = {.before_group = stats_hook_group, .ctx = &h};
     fptq_layer_weights lw = {0};
+    fptq_dev_layer dl = {0};
     fptq_forward_ws ws = {0};
     rope_table rt = {0};
     float *xw = NULL;
     const rope_params rp = fptq_rope_params(c);
     fptq_status st;
+    if (!be->host_memory)
+        return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "fptq_layer_stats: host backends only (the statistics are host memory)");
     FPTQ_TRY_GOTO(fptq_layer_alloc(c, &lw), st, done);
-    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(c, rows, &ws), st, done);
+    FPTQ_TRY_GOTO(fptq_dev_layer_alloc(be, c, &lw, &dl), st, done);
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, rows, &ws), st, done);
     FPTQ_TRY_GOTO(rope_table_init(&rp, T, &rt), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "activations copy", &xw), st, done);
     memcpy(xw, x, (size_t)(rows * c->hidden_size) * sizeof(float));
     FPTQ_TRY_GOTO(fptq_layer_load(m, l, &lw), st, done);
-    FPTQ_TRY_GOTO(fptq_layer_forward(be, c, &lw, &rt, xw, n_seq, T, &ws, &hooks), st, done);
+    FPTQ_TRY_GOTO(fptq_dev_layer_upload(&dl, c, &lw), st, done);
+    FPTQ_TRY_GOTO(fptq_layer_forward(be, c, &dl.w, &rt, xw, n_seq, T, &ws, &hooks), st, done);
     st = FPTQ_OK;
 done:
     free(xw);
     rope_table_free(&rt);
     fptq_forward_ws_free(&ws);
+    fptq_dev_layer_free(&dl);
     fptq_layer_free(&lw);
     return st;
 }

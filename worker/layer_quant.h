@@ -12,32 +12,45 @@
 #include "forward.h"
 #include "quantize.h"
 
+/* Memory: X, the layer's weights as the forward sees them (dl), the
+ * statistics, H, Wf and Qpart are in the backend's memory; the host layer
+ * (lw) is the master copy of what the host-side steps change (scale folds,
+ * AWQ's searches), uploaded to dl after each change. On the CPU dl is a view
+ * of lw and the uploads are no-ops. */
 typedef struct layer_job {
-    const fptq_collectives *coll; /* the stage's ranks: statistics summed, rows split */
+    const fptq_backend *be;
+    const fptq_collectives *coll; /* the stage's ranks, host buffers: rows split, tokens, losses */
+    const fptq_collectives *dcoll;/* the same ranks, buffers in the backend's memory: statistics */
     const fptq_recipe *r;
     const llama_config *c;
     int64_t layer;
-    fptq_layer_weights *lw;      /* modified in place: folds, then quantized weights */
+    fptq_layer_weights *lw;      /* host: folds happen here */
+    fptq_dev_layer *dl;          /* what the forward runs: folds uploaded, quantized weights written */
     ckpt_layer *out;             /* filled group by group */
     int awq_search_only;         /* AWQ pass 1: search and fold, quantize nothing */
-    float *clip[LIN_COUNT];      /* AWQ clip ratios per linear, from pass 1 */
-    linear_stats stats[LGROUP_COUNT]; /* of each group's input */
-    float *H, *Wf, *scale;       /* scratch: Hessian, original weights, channel scales */
-    float *Qpart;                /* this rank's rows, dequantized */
-    float *Xs;                   /* AWQ: the token subsample gathered from every rank */
+    float *clip[LIN_COUNT];      /* host: AWQ clip ratios per linear, from pass 1 */
+    linear_stats stats[LGROUP_COUNT]; /* of each group's input (backend memory) */
+    double *abs_sum;             /* host copies of the group's summed statistics */
+    float *abs_max;
+    float *H, *Wf, *Qpart;       /* backend: Hessian, this rank's original rows, their dequantized form */
+    float *scale;                /* host: channel scales */
+    float *Xs;                   /* host, AWQ: the token subsample gathered from every rank */
     double *abs_mean;
     int64_t *row_begin, *row_end;/* [ranks of the stage]: rows of the linear in hand */
-    gptq_hinv hinv;              /* GPTQ: of the group in hand */
+    void *gptq_plan;             /* GPTQ: of the group in hand (backend's gptq_prepare) */
+    int gptq_prepare_retries;    /* damping increases the plan needed (already reported) */
 } layer_job;
 
-fptq_status layer_job_init(layer_job *j, const fptq_collectives *coll, const fptq_recipe *r, const llama_config *c);
+fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_collectives *coll,
+                           const fptq_collectives *dcoll, const fptq_recipe *r, const llama_config *c);
 void layer_job_free(layer_job *j);
 
-/* Calibrates and quantizes layer l, whose fp weights are in lw, on a copy of
- * the layer input x (xw receives the layer's output with the quantized
- * weights); out gets the stored form: codes, scales, folded norms. */
-fptq_status quantize_layer(const fptq_backend *be, const fptq_model *m, const fptq_recipe *r, layer_job *j,
-                           int64_t l, fptq_layer_weights *lw, const float *x, float *xw, int64_t n_seq,
-                           int64_t seq_len, const rope_table *rt, fptq_forward_ws *ws, ckpt_layer *out);
+/* Calibrates and quantizes layer l, whose fp weights are in lw (host) and dl
+ * (the backend's), on a copy of the layer input x (xw receives the layer's
+ * output with the quantized weights; both backend memory); out gets the
+ * stored form: codes, scales, folded norms. */
+fptq_status quantize_layer(const fptq_model *m, layer_job *j, int64_t l, fptq_layer_weights *lw,
+                           fptq_dev_layer *dl, const float *x, float *xw, int64_t n_seq, int64_t seq_len,
+                           const rope_table *rt, fptq_forward_ws *ws, ckpt_layer *out);
 
 #endif

@@ -168,23 +168,41 @@ void fptq_model_close(fptq_model *m)
     m->ck = NULL;
 }
 
-fptq_status fptq_layer_alloc(const llama_config *c, fptq_layer_weights *lw)
+static fptq_status host_calloc(size_t bytes, const char *what, void **out)
+{
+    return fptq_calloc(bytes, 1, what, out);
+}
+
+static fptq_status layer_alloc(fptq_status (*alloc)(size_t, const char *, void **), void (*release)(void *),
+                               const llama_config *c, fptq_layer_weights *lw)
 {
     memset(lw, 0, sizeof *lw);
+    const size_t f = sizeof(float);
     fptq_status st;
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)c->hidden_size, sizeof(float), "attention norm", &lw->attn_norm), st, fail);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)c->hidden_size, sizeof(float), "MLP norm", &lw->mlp_norm), st, fail);
+    FPTQ_TRY_GOTO(alloc((size_t)c->hidden_size * f, "attention norm", (void **)&lw->attn_norm), st, fail);
+    FPTQ_TRY_GOTO(alloc((size_t)c->hidden_size * f, "MLP norm", (void **)&lw->mlp_norm), st, fail);
     for (int id = 0; id < LIN_COUNT; id++) {
         int64_t out, in;
         fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)(out * in), sizeof(float), linear_names[id], &lw->w[id]), st, fail);
+        FPTQ_TRY_GOTO(alloc((size_t)(out * in) * f, linear_names[id], (void **)&lw->w[id]), st, fail);
         if (linear_has_bias(c, (fptq_linear_id)id))
-            FPTQ_TRY_GOTO(fptq_calloc((size_t)out, sizeof(float), linear_names[id], &lw->bias[id]), st, fail);
+            FPTQ_TRY_GOTO(alloc((size_t)out * f, linear_names[id], (void **)&lw->bias[id]), st, fail);
     }
     return FPTQ_OK;
 fail:
-    fptq_layer_free(lw);
+    release(lw->attn_norm);
+    release(lw->mlp_norm);
+    for (int id = 0; id < LIN_COUNT; id++) {
+        release(lw->w[id]);
+        release(lw->bias[id]);
+    }
+    memset(lw, 0, sizeof *lw);
     return st;
+}
+
+fptq_status fptq_layer_alloc(const llama_config *c, fptq_layer_weights *lw)
+{
+    return layer_alloc(host_calloc, free, c, lw);
 }
 
 void fptq_layer_free(fptq_layer_weights *lw)
@@ -194,6 +212,22 @@ void fptq_layer_free(fptq_layer_weights *lw)
     for (int id = 0; id < LIN_COUNT; id++) {
         free(lw->w[id]);
         free(lw->bias[id]);
+    }
+    memset(lw, 0, sizeof *lw);
+}
+
+fptq_status fptq_layer_alloc_host(const fptq_backend *be, const llama_config *c, fptq_layer_weights *lw)
+{
+    return layer_alloc(be->host_alloc, be->host_free, c, lw);
+}
+
+void fptq_layer_free_host(const fptq_backend *be, fptq_layer_weights *lw)
+{
+    be->host_free(lw->attn_norm);
+    be->host_free(lw->mlp_norm);
+    for (int id = 0; id < LIN_COUNT; id++) {
+        be->host_free(lw->w[id]);
+        be->host_free(lw->bias[id]);
     }
     memset(lw, 0, sizeof *lw);
 }

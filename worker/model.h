@@ -53,6 +53,10 @@ void fptq_model_close(fptq_model *m);
 
 fptq_status fptq_layer_alloc(const llama_config *c, fptq_layer_weights *lw);
 void fptq_layer_free(fptq_layer_weights *lw);
+/* The same in the backend's page-locked host memory (be->host_alloc), from
+ * which uploads run at the bus rate and overlap the backend's work. */
+fptq_status fptq_layer_alloc_host(const fptq_backend *be, const llama_config *c, fptq_layer_weights *lw);
+void fptq_layer_free_host(const fptq_backend *be, fptq_layer_weights *lw);
 /* Opens an fptq checkpoint as a model (its config, shared tensors, and
  * layers dequantized on load). */
 fptq_status fptq_model_open_checkpoint(const char *dir, fptq_model *m);

@@ -13,6 +13,10 @@
 #include "../common/sha256.h"
 #include "../sharding/sharding.h"
 #include "layer_quant.h"
+#include "layer_stream.h"
+#ifdef FPTQ_HAVE_NCCL
+#include "../kernels/cuda/nccl_coll.h"
+#endif
 
 #include <cjson/cJSON.h>
 #include <signal.h>
@@ -178,7 +182,9 @@ typedef struct job {
     const fptq_backend *be;
     fptq_world *w;                 /* NULL: one rank, no MPI */
     int rank, stage, member, stages, per_stage;
-    fptq_collectives coll;
+    fptq_collectives coll;         /* the stage's ranks, host buffers (MPI) */
+    fptq_collectives dcoll;        /* the same ranks, buffers in the backend's memory */
+    int dcoll_kind;                /* 0: coll itself, 1: staged through the host, 2: NCCL */
     const fptq_quantize_opts *o;
     fptq_recipe r;
     fptq_model m;
@@ -186,8 +192,9 @@ typedef struct job {
     int64_t *bounds;               /* stage s owns layers [bounds[s], bounds[s + 1]) */
     stage_note *notes;             /* a stage's notes to the coordinator, one per layer, until flushed */
     int64_t n_seq, T;              /* this rank's samples, tokens per sample */
-    float *x, *xw;
-    fptq_layer_weights lw;
+    float *x, *xw;                 /* activations, in the backend's memory */
+    float *hx;                     /* host staging for them (device backends): embedding, hand-offs */
+    fptq_layer_stream ls;          /* the layers, host and backend copies, the next one loading */
     fptq_forward_ws ws;
     rope_table rt;
     layer_job lj;
@@ -268,6 +275,26 @@ static fptq_status report_layer(job *J, int64_t l, double seconds, const char *d
     return fptq_world_post(J->w, 0, np, sizeof *np, NOTE_TAG);
 }
 
+/* Activations (backend memory) to and from another rank, through host
+ * staging where the backend's memory is not the host's. */
+static fptq_status send_acts(job *J, int dest, const float *x, size_t bytes)
+{
+    const void *src = x;
+    if (!J->be->host_memory) {
+        FPTQ_TRY(J->be->download(J->hx, x, bytes));
+        src = J->hx;
+    }
+    return fptq_world_send(J->w, dest, src, bytes, HANDOFF_TAG);
+}
+
+static fptq_status recv_acts(job *J, int src, float *x, size_t bytes)
+{
+    if (J->be->host_memory)
+        return fptq_world_recv(J->w, src, x, bytes, HANDOFF_TAG);
+    FPTQ_TRY(fptq_world_recv(J->w, src, J->hx, bytes, HANDOFF_TAG));
+    return J->be->upload(x, J->hx, bytes);
+}
+
 /* Activations between stages: rank (s, g) to rank (s + 1, g), after a
  * header that says whether the sender stopped early (then nothing follows). */
 static fptq_status handoff_send(job *J, const float *x, int stopped)
@@ -278,7 +305,7 @@ static fptq_status handoff_send(job *J, const float *x, int stopped)
     int64_t hdr = stopped;
     FPTQ_TRY(fptq_world_send(J->w, dest, &hdr, sizeof hdr, HANDOFF_TAG));
     if (!stopped)
-        FPTQ_TRY(fptq_world_send(J->w, dest, x, (size_t)(J->n_seq * J->T * J->m.cfg.hidden_size) * sizeof(float), HANDOFF_TAG));
+        FPTQ_TRY(send_acts(J, dest, x, (size_t)(J->n_seq * J->T * J->m.cfg.hidden_size) * sizeof(float)));
     return FPTQ_OK;
 }
 
@@ -292,7 +319,7 @@ static fptq_status handoff_recv(job *J, float *x, int *stopped)
     FPTQ_TRY(fptq_world_recv(J->w, src, &hdr, sizeof hdr, HANDOFF_TAG));
     *stopped = hdr != 0;
     if (!*stopped)
-        FPTQ_TRY(fptq_world_recv(J->w, src, x, (size_t)(J->n_seq * J->T * J->m.cfg.hidden_size) * sizeof(float), HANDOFF_TAG));
+        FPTQ_TRY(recv_acts(J, src, x, (size_t)(J->n_seq * J->T * J->m.cfg.hidden_size) * sizeof(float)));
     fptq_debug("stage %d: input from stage %d received at %.2f s", J->stage, J->stage - 1, fptq_now() - J->t_start);
     return FPTQ_OK;
 }
@@ -302,8 +329,10 @@ static fptq_status handoff_recv(job *J, float *x, int *stopped)
 static fptq_status forward_fp(job *J, int64_t l0, int64_t l1, float *x, int64_t n_seq)
 {
     for (int64_t l = l0; l < l1; l++) {
-        FPTQ_TRY(fptq_layer_load(&J->m, l, &J->lw));
-        FPTQ_TRY(fptq_layer_forward(J->be, &J->m.cfg, &J->lw, &J->rt, x, n_seq, J->T, &J->ws, NULL));
+        fptq_layer_weights *lw;
+        fptq_dev_layer *dl;
+        FPTQ_TRY(fptq_layer_stream_get(&J->ls, l, l + 1 < l1 ? l + 1 : -1, &lw, &dl));
+        FPTQ_TRY(fptq_layer_forward(J->be, &J->m.cfg, &dl->w, &J->rt, x, n_seq, J->T, &J->ws, NULL));
     }
     return FPTQ_OK;
 }
@@ -317,22 +346,23 @@ static fptq_status forward_fp(job *J, int64_t l0, int64_t l1, float *x, int64_t 
  * doing all of it. On return J->x holds this rank's fp input. */
 static fptq_status fp_prepass(job *J)
 {
+    const fptq_backend *be = J->be;
     const int64_t H = J->m.cfg.hidden_size, T = J->T, half = J->n_seq / 2;
     const size_t row_bytes = (size_t)(T * H) * sizeof(float);
     const int prev = (J->stage - 1) * J->per_stage + J->member, next = (J->stage + 1) * J->per_stage + J->member;
     if (J->stage > 0) {
         /* the previous stage's input; this rank runs the second half of the samples */
-        FPTQ_TRY(fptq_world_recv(J->w, prev, J->xw, (size_t)J->n_seq * row_bytes, HANDOFF_TAG));
+        FPTQ_TRY(recv_acts(J, prev, J->xw, (size_t)J->n_seq * row_bytes));
         FPTQ_TRY(forward_fp(J, J->bounds[J->stage - 1], J->bounds[J->stage], J->xw + half * T * H, J->n_seq - half));
-        memcpy(J->x + half * T * H, J->xw + half * T * H, (size_t)(J->n_seq - half) * row_bytes);
-        FPTQ_TRY(fptq_world_recv(J->w, prev, J->x, (size_t)half * row_bytes, HANDOFF_TAG));
+        FPTQ_TRY(be->mem_copy(J->x + half * T * H, J->xw + half * T * H, (size_t)(J->n_seq - half) * row_bytes));
+        FPTQ_TRY(recv_acts(J, prev, J->x, (size_t)half * row_bytes));
         fptq_debug("stage %d: full-precision input ready at %.2f s", J->stage, fptq_now() - J->t_start);
     }
     if (J->stage + 1 < J->stages) {
-        FPTQ_TRY(fptq_world_send(J->w, next, J->x, (size_t)J->n_seq * row_bytes, HANDOFF_TAG));
-        memcpy(J->xw, J->x, (size_t)half * row_bytes);
+        FPTQ_TRY(send_acts(J, next, J->x, (size_t)J->n_seq * row_bytes));
+        FPTQ_TRY(be->mem_copy(J->xw, J->x, (size_t)half * row_bytes));
         FPTQ_TRY(forward_fp(J, J->bounds[J->stage], J->bounds[J->stage + 1], J->xw, half));
-        FPTQ_TRY(fptq_world_send(J->w, next, J->xw, (size_t)half * row_bytes, HANDOFF_TAG));
+        FPTQ_TRY(send_acts(J, next, J->xw, (size_t)half * row_bytes));
     }
     return FPTQ_OK;
 }
@@ -412,11 +442,15 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
                 nanosleep(&ts, NULL);
             }
             st = fault_point(J, l);
+            /* the next layer to quantize loads while this one is quantized */
+            const int64_t next = l + 1 < e && !ckpt_layer_done(J->ck, l + 1) ? l + 1 : -1;
+            fptq_layer_weights *lw = NULL;
+            fptq_dev_layer *dl = NULL;
             if (st == FPTQ_OK)
-                st = fptq_layer_load(&J->m, l, &J->lw);
+                st = fptq_layer_stream_get(&J->ls, l, next, &lw, &dl);
             if (st == FPTQ_OK)
-                st = quantize_layer(J->be, &J->m, &J->r, &J->lj, l, &J->lw, J->x, J->xw, J->n_seq, J->T, &J->rt,
-                                    &J->ws, &cl);
+                st = quantize_layer(&J->m, &J->lj, l, lw, dl, J->x, J->xw, J->n_seq, J->T, &J->rt, &J->ws, &cl);
+            fptq_layer_stream_changed(&J->ls, l);
             cl.seconds = fptq_now() - t0;
             if (st == FPTQ_OK && J->fault[0] == 't' && J->fault_rank == J->rank && J->fault_layer == l) {
                 fptq_warn("FPTQ_FAULT: rank %d raises SIGTERM as layer %lld is written", J->rank, (long long)l);
@@ -446,15 +480,19 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
             float *t = J->x;
             J->x = J->xw;
             J->xw = t;
-        } else {
-            if (st == FPTQ_OK) {
-                if (J->r.propagate == PROPAGATE_FP)
-                    st = fptq_layer_load(&J->m, l, &J->lw);
-                else
-                    st = fptq_layer_from_ckpt(c, &cl, &J->lw);
+        } else if (st == FPTQ_OK) {
+            fptq_layer_weights *lw;
+            fptq_dev_layer *dl;
+            if (J->r.propagate == PROPAGATE_FP) {
+                st = fptq_layer_stream_get(&J->ls, l, -1, &lw, &dl);
+            } else {
+                fptq_layer_stream_scratch(&J->ls, &lw, &dl);
+                st = fptq_layer_from_ckpt(c, &cl, lw);
+                if (st == FPTQ_OK)
+                    st = fptq_dev_layer_upload(dl, c, lw);
             }
             if (st == FPTQ_OK)
-                st = fptq_layer_forward(J->be, c, &J->lw, &J->rt, J->x, J->n_seq, J->T, &J->ws, NULL);
+                st = fptq_layer_forward(J->be, c, &dl->w, &J->rt, J->x, J->n_seq, J->T, &J->ws, NULL);
         }
         ckpt_layer_free(&cl);
         if (st != FPTQ_OK) {
@@ -573,21 +611,29 @@ static fptq_status job_run(job *J)
 
     const int64_t rows = J->n_seq * J->T, L = c->num_hidden_layers;
     FPTQ_TRY_GOTO(fptq_calloc((size_t)L, sizeof(stage_note), "progress notes", &J->notes), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "calibration activations", &J->x), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * c->hidden_size), sizeof(float), "calibration work copy", &J->xw), st, done);
-    FPTQ_TRY_GOTO(fptq_layer_alloc(c, &J->lw), st, done);
-    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(c, rows, &J->ws), st, done);
+    const size_t xbytes = (size_t)(rows * c->hidden_size) * sizeof(float);
+    const fptq_backend *be = J->be;
+    FPTQ_TRY_GOTO(be->mem_alloc(xbytes, "calibration activations", (void **)&J->x), st, done);
+    FPTQ_TRY_GOTO(be->mem_alloc(xbytes, "calibration work copy", (void **)&J->xw), st, done);
+    if (!be->host_memory)
+        FPTQ_TRY_GOTO(fptq_calloc(xbytes, 1, "calibration activations (host staging)", &J->hx), st, done);
+    FPTQ_TRY_GOTO(fptq_layer_stream_init(&J->ls, be, &J->m), st, done);
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, rows, &J->ws), st, done);
     const rope_params rp = fptq_rope_params(c);
     FPTQ_TRY_GOTO(rope_table_init(&rp, J->T, &J->rt), st, done);
-    FPTQ_TRY_GOTO(layer_job_init(&J->lj, &J->coll, &J->r, c), st, done);
-    FPTQ_TRY_GOTO(fptq_embed(&J->m, ids + s0 * J->T, rows, J->x), st, done);
+    FPTQ_TRY_GOTO(layer_job_init(&J->lj, be, &J->coll, &J->dcoll, &J->r, c), st, done);
+    FPTQ_TRY_GOTO(fptq_embed(&J->m, ids + s0 * J->T, rows, be->host_memory ? J->x : J->hx), st, done);
+    if (!be->host_memory)
+        FPTQ_TRY_GOTO(be->upload(J->x, J->hx, xbytes), st, done);
     for (int64_t l = 0; l < L; l++)
         J->pending_at_start += !ckpt_layer_done(J->ck, l);
     if (o->progress && J->rank == 0) {
-        fptq_info("quantize: %s, %lld layers, %s %s g%lld%s, calibration %lld x %lld tokens, backend %s",
+        fptq_info("quantize: %s, %lld layers, %s %s g%lld%s, calibration %lld x %lld tokens, backend %s%s%s",
                   o->model_dir, (long long)L, J->r.scheme, fptq_method_name(J->r.method),
                   (long long)J->r.weight.group_size, J->r.act_order ? " act-order" : "",
-                  (long long)J->r.calib_samples, (long long)J->T, J->be->name);
+                  (long long)J->r.calib_samples, (long long)J->T, J->be->name,
+                  J->dcoll_kind ? ", statistics reduced " : "",
+                  J->dcoll_kind == 2 ? "with NCCL" : J->dcoll_kind == 1 ? "through the host (MPI)" : "");
         if (J->w && J->w->size > 1)
             for (int s = 0; s < J->stages; s++)
                 fptq_info("  stage %d: layers %lld..%lld on ranks %d..%d", s, (long long)J->bounds[s],
@@ -646,6 +692,50 @@ done:
     return st;
 }
 
+/* The collectives for statistics in the backend's memory: the host ones on
+ * the CPU or for one rank; NCCL between GPUs where fptq was built with it
+ * (FPTQ_NCCL=0 turns it off), else staged through the host and MPI. */
+static fptq_status device_collectives(job *J)
+{
+    J->dcoll = J->coll;
+    J->dcoll_kind = 0;
+    if (J->be->host_memory || J->coll.size == 1)
+        return FPTQ_OK;
+    const char *env = getenv("FPTQ_NCCL");
+    const int want_nccl = !(env && strcmp(env, "0") == 0);
+#ifdef FPTQ_HAVE_NCCL
+    if (want_nccl) {
+        /* the stage's member 0 makes the id; MPI carries it to the others */
+        unsigned char id[256];
+        const size_t id_bytes = fptq_nccl_id_bytes();
+        if (id_bytes > sizeof id)
+            return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "NCCL unique id of %zu bytes", id_bytes);
+        int64_t ok = 1;
+        if (J->member == 0) {
+            fptq_status st = fptq_nccl_make_id(id, sizeof id);
+            if (st != FPTQ_OK) {
+                fptq_warn("NCCL: %s; statistics go through the host instead", fptq_last_error());
+                fptq_clear_error();
+                ok = 0;
+            }
+        }
+        FPTQ_TRY(J->coll.broadcast(J->coll.ctx, &ok, sizeof ok, 0));
+        if (ok) {
+            FPTQ_TRY(J->coll.broadcast(J->coll.ctx, id, id_bytes, 0));
+            FPTQ_TRY(fptq_nccl_init(id, id_bytes, J->member, J->per_stage, J->w ? J->w->node_rank : 0, &J->dcoll));
+            J->dcoll_kind = 2;
+            return FPTQ_OK;
+        }
+    }
+#else
+    if (want_nccl && J->rank == 0)
+        fptq_info("statistics between GPUs go through the host (MPI): this build has no NCCL");
+#endif
+    FPTQ_TRY(fptq_collectives_staged(J->be, &J->coll, &J->dcoll));
+    J->dcoll_kind = 1;
+    return FPTQ_OK;
+}
+
 fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quantize_opts *o, fptq_quantize_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -682,14 +772,25 @@ fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quan
         fptq_collectives_single(&J->coll);
     }
     if (st == FPTQ_OK)
+        st = fptq_backend_bind(be, w ? w->node_rank : 0);
+    if (st == FPTQ_OK)
+        st = device_collectives(J);
+    if (st == FPTQ_OK)
         st = job_run(J);
     res->seconds = fptq_now() - J->t_start;
     layer_job_free(&J->lj);
     rope_table_free(&J->rt);
     fptq_forward_ws_free(&J->ws);
-    fptq_layer_free(&J->lw);
-    free(J->x);
-    free(J->xw);
+    fptq_layer_stream_free(&J->ls);
+    be->mem_free(J->x);
+    be->mem_free(J->xw);
+    free(J->hx);
+    if (J->dcoll_kind == 1)
+        fptq_collectives_staged_free(&J->dcoll);
+#ifdef FPTQ_HAVE_NCCL
+    if (J->dcoll_kind == 2)
+        fptq_nccl_free(&J->dcoll);
+#endif
     free(J->bounds);
     free(J->notes);
     ckpt_close(J->ck);

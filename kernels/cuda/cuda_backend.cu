@@ -107,6 +107,13 @@ static void ctx_destroy(cuda_ctx *c)
         cusolverDnDestroy(c->solver);
     if (c->blas)
         cublasDestroy(c->blas);
+    for (int i = 0; i < 2; i++)
+        if (c->marks[i])
+            cudaEventDestroy(c->marks[i]);
+    if (c->copied)
+        cudaEventDestroy(c->copied);
+    if (c->copy_stream)
+        cudaStreamDestroy(c->copy_stream);
     if (c->stream)
         cudaStreamDestroy(c->stream);
     memset(c, 0, sizeof *c);
@@ -117,6 +124,12 @@ static fptq_status ctx_create(cuda_ctx *c, int device)
     memset(c, 0, sizeof *c);
     cudaCheck(cudaSetDevice(device));
     cudaCheck(cudaStreamCreate(&c->stream));
+    /* uploads of the next layer's weights: a stream of its own, not ordered
+     * with the legacy default stream */
+    cudaCheck(cudaStreamCreateWithFlags(&c->copy_stream, cudaStreamNonBlocking));
+    for (int i = 0; i < 2; i++)
+        cudaCheck(cudaEventCreateWithFlags(&c->marks[i], cudaEventDisableTiming));
+    cudaCheck(cudaEventCreateWithFlags(&c->copied, cudaEventDisableTiming));
     cublasCheck(cublasCreate(&c->blas));
     cublasCheck(cublasSetStream(c->blas, c->stream));
     /* default math: fp32 GEMMs stay fp32 (TF32 only with CUBLAS_TF32_TENSOR_OP_MATH);
@@ -334,6 +347,53 @@ extern "C" void fptq_cuda_host_free(void *p)
 {
     if (p)
         cudaFreeHost(p);
+}
+
+/* ---- weight streaming: the second stream ------------------------------------------------------ */
+
+static fptq_status cuda_mark(int slot)
+{
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    cudaCheck(cudaEventRecord(c->marks[slot & 1], c->stream));
+    return FPTQ_OK;
+}
+
+static fptq_status cuda_upload_async(void *dst, const void *src, size_t bytes, int slot)
+{
+    if (!bytes)
+        return FPTQ_OK;
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    /* dst may still be read by ops queued before the slot's mark */
+    cudaCheck(cudaStreamWaitEvent(c->copy_stream, c->marks[slot & 1], 0));
+    cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy_stream));
+    return FPTQ_OK;
+}
+
+static fptq_status cuda_wait_uploads(void)
+{
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    cudaCheck(cudaEventRecord(c->copied, c->copy_stream));
+    cudaCheck(cudaStreamWaitEvent(c->stream, c->copied, 0));
+    return FPTQ_OK;
+}
+
+static fptq_status cuda_uploads_sync(void)
+{
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    cudaCheck(cudaStreamSynchronize(c->copy_stream));
+    return FPTQ_OK;
+}
+
+static fptq_status cuda_mem_info(size_t *free_bytes, size_t *total_bytes)
+{
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    cudaCheck(cudaMemGetInfo(free_bytes, total_bytes));
+    return FPTQ_OK;
 }
 
 /* ---- block reductions ------------------------------------------------------------------------- */
@@ -814,6 +874,15 @@ static fptq_backend make_cuda_table(void)
     b.download = fptq_cuda_download;
     b.mem_copy = fptq_cuda_copy;
     b.sync = fptq_cuda_sync;
+    b.host_memory = 0;
+    b.host_alloc = fptq_cuda_host_alloc;
+    b.host_free = fptq_cuda_host_free;
+    b.mark = cuda_mark;
+    b.upload_async = cuda_upload_async;
+    b.wait_uploads = cuda_wait_uploads;
+    b.uploads_sync = cuda_uploads_sync;
+    b.mem_info = cuda_mem_info;
+    cuda_quant_table(&b);
     return b;
 }
 

@@ -88,6 +88,9 @@ typedef struct cuda_ctx {
     cusolverDnHandle_t solver;
     cusolverDnParams_t solver_params;
     int *d_info;            /* cuSOLVER's info word */
+    cudaStream_t copy_stream; /* weight uploads (upload_async), beside the ops */
+    cudaEvent_t marks[2];   /* mark(slot): where the ops were */
+    cudaEvent_t copied;     /* wait_uploads: where the uploads were */
     void *scratch;          /* grown on demand, reused by ops in stream order */
     size_t scratch_bytes;
 } cuda_ctx;
@@ -108,5 +111,8 @@ static inline unsigned cuda_blocks(int64_t n, int threads)
 }
 
 #define FPTQ_INT_LIMIT 2147483647LL
+
+/* Fills the calibration and quantization entries of the backend table (cuda_quant.cu). */
+void cuda_quant_table(fptq_backend *b);
 
 #endif

@@ -73,6 +73,8 @@ fptq_status fptq_cuda_stats_hessian(const linear_stats *s, float *H);
 fptq_status fptq_cuda_quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols,
                                          int with_g_idx, quant_tensor *q);
 void fptq_cuda_quant_tensor_free(quant_tensor *q);
+/* Copies a host tensor into a device one of the same spec and shape. */
+fptq_status fptq_cuda_quant_tensor_upload(const quant_tensor *host, quant_tensor *d);
 /* Copies a device tensor into a host one of the same spec and shape (quant_tensor_alloc). */
 fptq_status fptq_cuda_quant_tensor_download(const quant_tensor *d, quant_tensor *host);
 /* quant_rtn: identical codes, scales and zeros (same float operations). */

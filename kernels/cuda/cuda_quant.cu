@@ -997,3 +997,216 @@ extern "C" fptq_status fptq_cuda_gptq_quantize_inplace(float *W, int64_t rows, i
 {
     return gptq_run(W, rows, cols, H, o, q, W, r, times);
 }
+
+/* ---- the quantization entries of the backend table (backend.h) ----------------------------------- *
+ * Quantized tensors and clip ratios are host memory there: they go to the checkpoint. Each entry
+ * runs the device quantizer on a device tensor and moves the result across. */
+
+extern "C" fptq_status fptq_cuda_quant_tensor_upload(const quant_tensor *h, quant_tensor *d)
+{
+    if (h->rows != d->rows || h->cols != d->cols || h->n_groups != d->n_groups ||
+        h->spec.format != d->spec.format || (!h->g_idx) != (!d->g_idx) || (!h->zeros) != (!d->zeros))
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "quant tensor upload: host [%lld, %lld] x %lld groups, "
+                         "device [%lld, %lld] x %lld groups", (long long)h->rows, (long long)h->cols,
+                         (long long)h->n_groups, (long long)d->rows, (long long)d->cols,
+                         (long long)d->n_groups);
+    const size_t nrg = (size_t)(h->rows * h->n_groups);
+    FPTQ_TRY(fptq_cuda_upload(d->codes, h->codes, (size_t)(h->rows * h->cols)));
+    FPTQ_TRY(fptq_cuda_upload(d->scales, h->scales, nrg * sizeof(float)));
+    if (h->zeros)
+        FPTQ_TRY(fptq_cuda_upload(d->zeros, h->zeros, nrg * sizeof(int32_t)));
+    if (h->g_idx)
+        FPTQ_TRY(fptq_cuda_upload(d->g_idx, h->g_idx, (size_t)h->cols * sizeof(int32_t)));
+    return FPTQ_OK;
+}
+
+/* The GPU factors H^-1 inside each gptq call (cuda GPTQ has no shared factor
+ * yet), so the plan only remembers H. */
+typedef struct cuda_gptq_plan {
+    const float *H;
+    int64_t cols;
+} cuda_gptq_plan;
+
+static fptq_status tbl_gptq_prepare(const float *H, int64_t cols, const gptq_opts *o, void **plan,
+                                    gptq_result *r)
+{
+    cuda_gptq_plan *p;
+    *plan = NULL;
+    FPTQ_TRY(fptq_calloc(1, sizeof *p, "GPTQ plan", &p));
+    p->H = H;
+    p->cols = cols;
+    if (r)
+        memset(r, 0, sizeof *r);
+    *plan = p;
+    return FPTQ_OK;
+}
+
+static fptq_status tbl_gptq_rows(void *plan, const float *W, int64_t rows, int64_t cols,
+                                 const gptq_opts *o, quant_tensor *q, gptq_result *r)
+{
+    const cuda_gptq_plan *p = (const cuda_gptq_plan *)plan;
+    if (p->cols != cols)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "GPTQ: plan for %lld columns, weights have %lld",
+                         (long long)p->cols, (long long)cols);
+    quant_tensor d;
+    FPTQ_TRY(fptq_cuda_quant_tensor_alloc(&q->spec, rows, cols, q->g_idx != NULL, &d));
+    fptq_status st = fptq_cuda_gptq_quantize(W, rows, cols, p->H, o, &d, NULL, r, NULL);
+    if (st == FPTQ_OK)
+        st = fptq_cuda_quant_tensor_download(&d, q);
+    fptq_cuda_quant_tensor_free(&d);
+    return st;
+}
+
+static void tbl_gptq_release(void *plan) { free(plan); }
+
+static fptq_status tbl_rtn(const float *W, int64_t rows, int64_t cols, const float *clip, quant_tensor *q)
+{
+    quant_tensor d;
+    float *d_clip = NULL;
+    FPTQ_TRY(fptq_cuda_quant_tensor_alloc(&q->spec, rows, cols, q->g_idx != NULL, &d));
+    fptq_status st = FPTQ_OK;
+    if (clip) {
+        const size_t bytes = (size_t)(rows * d.n_groups) * sizeof(float);
+        st = fptq_cuda_alloc(bytes, "AWQ clip ratios (GPU)", (void **)&d_clip);
+        if (st == FPTQ_OK)
+            st = fptq_cuda_upload(d_clip, clip, bytes);
+    }
+    if (st == FPTQ_OK)
+        st = fptq_cuda_quant_rtn(W, rows, cols, d_clip, &d);
+    if (st == FPTQ_OK)
+        st = fptq_cuda_quant_tensor_download(&d, q);
+    fptq_cuda_free(d_clip);
+    fptq_cuda_quant_tensor_free(&d);
+    return st;
+}
+
+static fptq_status tbl_dequantize(const quant_tensor *q, float *W)
+{
+    quant_tensor d;
+    FPTQ_TRY(fptq_cuda_quant_tensor_alloc(&q->spec, q->rows, q->cols, q->g_idx != NULL, &d));
+    fptq_status st = fptq_cuda_quant_tensor_upload(q, &d);
+    if (st == FPTQ_OK)
+        st = fptq_cuda_quant_dequantize(&d, W);
+    /* the kernel reads d: it must finish before d is freed (cudaFree waits anyway; be explicit) */
+    if (st == FPTQ_OK)
+        st = fptq_cuda_sync();
+    fptq_cuda_quant_tensor_free(&d);
+    return st;
+}
+
+__global__ void sub_kernel(const float *a, const float *b, int64_t n, float *d)
+{
+    GRID_STRIDE(i, n)
+    d[i] = __fsub_rn(a[i], b[i]);
+}
+
+enum { DOT_THREADS = 256, DOT_BLOCKS = 256 };
+
+/* part[block] = sum over the block's grid-stride share of a[i] * b[i], in double */
+__global__ void dot_partial_kernel(const float *a, const float *b, int64_t n, double *part)
+{
+    __shared__ double acc[DOT_THREADS];
+    double s = 0.0;
+    GRID_STRIDE(i, n)
+    s = __dadd_rn(s, __dmul_rn((double)a[i], (double)b[i]));
+    acc[threadIdx.x] = s;
+    __syncthreads();
+    for (int half = DOT_THREADS / 2; half > 0; half >>= 1) {
+        if ((int)threadIdx.x < half)
+            acc[threadIdx.x] = __dadd_rn(acc[threadIdx.x], acc[threadIdx.x + half]);
+        __syncthreads();
+    }
+    if (threadIdx.x == 0)
+        part[blockIdx.x] = acc[0];
+}
+
+static fptq_status tbl_proxy_loss(const float *W, const float *Q, int64_t rows, int64_t cols,
+                                  const float *H, double *loss)
+{
+    if (rows <= 0 || cols <= 0 || rows > FPTQ_INT_LIMIT || cols > FPTQ_INT_LIMIT)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "proxy loss: shape [%lld, %lld]", (long long)rows, (long long)cols);
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    const int64_t n = rows * cols;
+    void *scratch;
+    FPTQ_TRY(cuda_scratch((size_t)n * 2 * sizeof(float) + DOT_BLOCKS * sizeof(double), &scratch));
+    float *D = (float *)scratch, *DH = D + n;
+    double *part = (double *)(DH + n), h_part[DOT_BLOCKS];
+    sub_kernel<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(W, Q, n, D);
+    launchCheck();
+    /* row-major DH = D H is column-major (H D^T) with H symmetric: C (cols x rows) = H (cols x cols) Dcm */
+    const float one = 1.0f, zero = 0.0f;
+    cublasCheck(cublasGemmEx_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, cols, &one, H, CUDA_R_32F, cols,
+                                D, CUDA_R_32F, cols, &zero, DH, CUDA_R_32F, cols, CUBLAS_COMPUTE_32F,
+                                CUBLAS_GEMM_DEFAULT));
+    dot_partial_kernel<<<DOT_BLOCKS, DOT_THREADS, 0, c->stream>>>(D, DH, n, part);
+    launchCheck();
+    FPTQ_TRY(fptq_cuda_download(h_part, part, sizeof h_part));
+    double sum = 0.0;
+    for (int i = 0; i < DOT_BLOCKS; i++)
+        sum += h_part[i];
+    *loss = sum;
+    return FPTQ_OK;
+}
+
+__global__ void scale_columns_kernel(float *X, int64_t rows, int64_t cols, const float *s)
+{
+    GRID_STRIDE(i, rows * cols)
+    X[i] = __fdiv_rn(X[i], s[i % cols]);
+}
+
+static fptq_status tbl_scale_columns(float *X, int64_t rows, int64_t cols, const float *s)
+{
+    if (rows <= 0 || cols <= 0)
+        return FPTQ_OK;
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    void *scratch;
+    FPTQ_TRY(cuda_scratch((size_t)cols * sizeof(float), &scratch));
+    cudaCheck(cudaMemcpyAsync(scratch, s, (size_t)cols * sizeof(float), cudaMemcpyHostToDevice, c->stream));
+    scale_columns_kernel<<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(X, rows, cols, (const float *)scratch);
+    launchCheck();
+    return FPTQ_OK;
+}
+
+__global__ void pick_targets_kernel(const float *logits, int64_t n, int64_t cols, int64_t v0,
+                                    const int32_t *targets, double *out)
+{
+    GRID_STRIDE(i, n)
+    {
+        const int64_t t = targets[i];
+        if (t >= v0 && t < v0 + cols)
+            out[i] = (double)logits[i * cols + (t - v0)];
+    }
+}
+
+static fptq_status tbl_pick_targets(const float *logits, int64_t n, int64_t cols, int64_t v0,
+                                    const int32_t *targets, double *out)
+{
+    if (n <= 0)
+        return FPTQ_OK;
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    pick_targets_kernel<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(logits, n, cols, v0, targets, out);
+    launchCheck();
+    return FPTQ_OK;
+}
+
+static fptq_status tbl_stats_reset(linear_stats *s) { return fptq_cuda_stats_reset(s); }
+
+void cuda_quant_table(fptq_backend *b)
+{
+    b->stats_init = fptq_cuda_stats_init;
+    b->stats_free = fptq_cuda_stats_free;
+    b->stats_reset = tbl_stats_reset;
+    b->stats_accumulate = fptq_cuda_stats_accumulate;
+    b->stats_hessian = fptq_cuda_stats_hessian;
+    b->gptq_prepare = tbl_gptq_prepare;
+    b->gptq_rows = tbl_gptq_rows;
+    b->gptq_release = tbl_gptq_release;
+    b->rtn = tbl_rtn;
+    b->dequantize = tbl_dequantize;
+    b->proxy_loss = tbl_proxy_loss;
+    b->scale_columns = tbl_scale_columns;
+    b->pick_targets = tbl_pick_targets;
+}

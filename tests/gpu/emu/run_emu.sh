@@ -16,8 +16,7 @@ mkdir -p "$W/kernels/cuda"
 # kernel launches become calls of the emulator's launcher; dynamic shared
 # memory becomes a global array of emu.cpp
 for f in cuda_backend cuda_quant; do
-    perl -0pe 's/(\b[A-Za-z_]\w*(?:<\w+>)?)<<</emu_make_launcher($1, /g; s/>>>\(/)(/g; s/extern __shared__/extern/g' \
-        "$repo/kernels/cuda/$f.cu" >"$W/kernels/cuda/$f.cpp"
+    "$emu/translate.sh" "$repo/kernels/cuda/$f.cu" "$W/kernels/cuda/$f.cpp"
 done
 read -ra blas_inc < <(pkg-config --cflags openblas 2>/dev/null || true)
 FL=(-O1 -g -ffp-contract=off -DFPTQ_HAVE_CUDA=1 -I"$emu/inc" -I"$repo" "${blas_inc[@]}")

@@ -41,6 +41,14 @@ inline cudaError_t cudaSetDevice(int) { return 0; }
 inline cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = (void *)1; return 0; }
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return 0; }
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return 0; }
+enum { cudaStreamNonBlocking = 1, cudaEventDisableTiming = 2 };
+inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) { *s = (void *)2; return 0; }
+// one emulated stream runs everything at once, in call order: events order nothing more
+typedef void *cudaEvent_t;
+inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) { *e = (void *)1; return 0; }
+inline cudaError_t cudaEventDestroy(cudaEvent_t) { return 0; }
+inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t = 0) { return 0; }
+inline cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned = 0) { return 0; }
 inline cudaError_t cudaStreamQuery(cudaStream_t) { return 0; }
 inline cudaError_t cudaGetLastError() { return 0; }
 inline const char *cudaGetErrorName(cudaError_t) { return "cudaErrorEmu"; }

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# fptq itself with --backend cuda, on a machine without a GPU: the whole
+# program built with FPTQ_CUDA=EMU (kernels/cuda/*.cu on the CPU emulation of
+# this folder) runs the worker's device path (activations, weights,
+# statistics and Hessians in "device" memory, GPTQ / RTN on the device,
+# folds uploaded, statistics of 2 ranks staged through the host) and is
+# compared with the same binary's --backend cpu:
+#   - eval of the fp model: the same perplexity to 1e-6 (relative);
+#   - RTN w4a16: the same quantized weights (eval of both checkpoints on the
+#     CPU prints the same line), since RTN's codes depend on the weights alone;
+#   - GPTQ w4a16 (with and without act-order), AWQ w4a16, SmoothQuant + GPTQ
+#     w8a8 (static activations), and GPTQ on 2 ranks (statistics summed
+#     through the host): layer 0's proxy losses of q/k/v/o/gate/up, which see
+#     the same input on both backends, within 1e-3 (relative) of the CPU's:
+#     the device forward, statistics, their reduction, H and the quantizer
+#     agree (measured: 1e-15 to 1e-7, 1.2e-4 where one GPTQ code flips;
+#     statistics of half the tokens move them by 1% to 9%). Perplexity within 2%: on this small a calibration set (8 x 128
+#     tokens, to keep the emulation near a minute) one rounding decision
+#     that flips moves it by up to 1% (measured: the CPU alone, 1 rank vs 2
+#     ranks, differs by 0.9%); the issue's 0.5% bar at 128 x 256 tokens is
+#     tests/gpu/device_check.sh's, on a GPU;
+#   - an interrupted and resumed cuda run: the uninterrupted run's digest.
+# It shows that the device path is wired right; GPU speed and the GPU's own
+# arithmetic only tests/gpu/device_check.sh on a GPU shows.
+# usage: e2e_emu.sh SOURCE_DIR BUILD_DIR EXAMPLES_DIR
+set -u
+src=$1
+bld=$2
+ex=$3
+. "$src/tests/testlib.sh"
+export OPENBLAS_NUM_THREADS=1
+
+t0=$(date +%s)
+if ! { cmake -S "$src" -B "$bld" -DFPTQ_CUDA=EMU -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cfg.log" 2>&1 &&
+       cmake --build "$bld" -j2 --target fptq >"$tmp/build.log" 2>&1; }; then
+    cat "$tmp/cfg.log" "$tmp/build.log" | tail -30
+    echo "FAIL: the FPTQ_CUDA=EMU build"
+    exit 1
+fi
+echo "emulated build in $(($(date +%s) - t0)) s"
+fptq=$bld/fptq
+
+tokens=(--tokens "$ex/tinystories.tok512.npy" --seqlen 256 --start 40960)
+calib=(--model "$ex/stories260K" --calib "$ex/tinystories.tok512.npy" --calib-samples 8 --calib-seqlen 128)
+line_of() { "$fptq" eval "$@" "${tokens[@]}" --quiet 2>&1 | tail -1; }
+ppl_of() { sed -n 's/.* ppl=\([0-9.]*\)$/\1/p' <<<"$1"; }
+within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a / b - 1; exit !(a > 0 && b > 0 && d < t && d > -t) }'; }
+# layer 0's losses of the linears whose input both runs share exactly
+# (down_proj reads gate/up's quantized output), relative difference <= tol
+losses0_close() { # ckpt_a ckpt_b tol
+    python3 - "$1" "$2" "$3" "$fptq" <<'PY'
+import json, subprocess, sys
+a, b, tol, fptq = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+def losses(ck):
+    d = json.loads(subprocess.run([fptq, "inspect", ck, "--json"], capture_output=True, text=True, check=True).stdout)
+    return d["layers"][0]["manifest"]["losses"]
+la, lb = losses(a), losses(b)
+worst = 0.0
+for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"):
+    x, y = la[name]["loss"], lb[name]["loss"]
+    worst = max(worst, abs(x - y) / max(abs(x), 1e-30))
+print(f"{worst:.1e}")
+sys.exit(0 if worst <= tol else 1)
+PY
+}
+
+# --- eval of the fp model ---
+cpu=$(line_of --model "$ex/stories260K" --windows 4 --backend cpu)
+cuda=$(line_of --model "$ex/stories260K" --windows 4 --backend cuda)
+pc=$(ppl_of "$cpu") pg=$(ppl_of "$cuda")
+within "$pg" "$pc" 1e-6
+check "eval --backend cuda (emulated): ppl $pg vs cpu $pc, within 1e-6" $? "cuda: $cuda | cpu: $cpu"
+
+# --- quantize: each recipe on both backends, both checkpoints evaluated on the CPU ---
+table="recipe | cpu ppl | cuda (emulated) ppl | difference"
+quantize_both() { # name, then recipe options
+    local name=$1
+    shift
+    for be in cpu cuda; do
+        "$fptq" quantize "${calib[@]}" --quiet "$@" --backend "$be" --out "$tmp/$name-$be" >"$tmp/$name-$be.log" 2>&1
+        check "quantize $name --backend $be" $? "$(tail -5 "$tmp/$name-$be.log")"
+    done
+    lc=$(line_of --checkpoint "$tmp/$name-cpu" --windows 8 --backend cpu)
+    lg=$(line_of --checkpoint "$tmp/$name-cuda" --windows 8 --backend cpu)
+    table+=$'\n'$(awk -v n="$name" -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$lg")" \
+        'BEGIN { printf "%s | %.4f | %.4f | %+.3f%%", n, a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+}
+
+quantize_both rtn-w4 --scheme w4a16 --method rtn --group-size 32
+[ -n "$lc" ] && [ "$lc" = "$lg" ]
+check "RTN w4a16: the cuda checkpoint's weights are the cpu one's (identical eval line)" $? "cpu: $lc | cuda: $lg"
+
+for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
+            "gptq-w4-actorder:--scheme w4a16 --method gptq --group-size 32 --act-order" \
+            "awq-w4:--scheme w4a16 --method awq --group-size 32" \
+            "sq-gptq-w8a8:--scheme w8a8 --method gptq --smoothquant 0.5"; do
+    name=${spec%%:*}
+    read -ra opts <<<"${spec#*:}"
+    quantize_both "$name" "${opts[@]}"
+    worst=$(losses0_close "$tmp/$name-cpu" "$tmp/$name-cuda" 1e-3)
+    check "$name: layer 0's losses within 1e-3 of the cpu's (worst $worst)" $? "worst $worst"
+    pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
+    within "$pg" "$pc" 0.02
+    check "$name: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
+done
+
+# --- interrupted and resumed on the device path: the uninterrupted digest ---
+digest_of() { "$fptq" inspect "$1" | sed -n 's/^digest *\([0-9a-f]\{64\}\)$/\1/p'; }
+gptq=(--scheme w4a16 --method gptq --group-size 32 --backend cuda)
+"$fptq" quantize "${calib[@]}" --quiet "${gptq[@]}" --out "$tmp/res" --max-layers 2 >"$tmp/res1.log" 2>&1
+rc=$?
+"$fptq" quantize "${calib[@]}" --quiet "${gptq[@]}" --out "$tmp/res" --resume >"$tmp/res2.log" 2>&1
+rc2=$?
+full=$(digest_of "$tmp/gptq-w4-cuda")
+[ $rc -eq 3 ] && [ $rc2 -eq 0 ] && [ -n "$full" ] && [ "$(digest_of "$tmp/res")" = "$full" ]
+check "--max-layers 2, then --resume (cuda): the uninterrupted digest" $? "rc=$rc rc2=$rc2 $(tail -3 "$tmp/res2.log")"
+
+# --- two ranks: statistics summed through the host (no NCCL in the emulation) ---
+if command -v mpirun >/dev/null; then
+    mpi2() { timeout -s KILL 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 "$@"; }
+    mpi2 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --backend cuda \
+        --out "$tmp/np2-cuda" >"$tmp/np2.log" 2>&1
+    check "mpirun -np 2 quantize --backend cuda (emulated)" $? "$(tail -8 "$tmp/np2.log")"
+    grep -q "statistics reduced through the host" "$tmp/np2.log"
+    check "  statistics staged through the host, said so" $? "$(head -5 "$tmp/np2.log")"
+    mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cpu \
+        --out "$tmp/np2-cpu" >"$tmp/np2c.log" 2>&1
+    check "mpirun -np 2 quantize --backend cpu" $? "$(tail -8 "$tmp/np2c.log")"
+    l2=$(line_of --checkpoint "$tmp/np2-cuda" --windows 8 --backend cpu)
+    lc=$(line_of --checkpoint "$tmp/np2-cpu" --windows 8 --backend cpu)
+    worst=$(losses0_close "$tmp/np2-cpu" "$tmp/np2-cuda" 1e-3)
+    check "  layer 0's losses within 1e-3 of 2-rank cpu's (worst $worst): the statistics were summed" $? "worst $worst"
+    pc=$(ppl_of "$lc") pg=$(ppl_of "$l2")
+    within "$pg" "$pc" 0.02
+    check "  2-rank cuda ppl $pg within 2% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
+    table+=$'\n'$(awk -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$l2")" \
+        'BEGIN { printf "gptq-w4, 2 ranks | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+fi
+echo "$table"
+echo "total $(($(date +%s) - t0)) s"
+finish
