@@ -130,3 +130,15 @@ double fptq_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+void fptq_format_bytes(double bytes, char *buf, size_t cap)
+{
+    if (bytes >= 1073741824.0)
+        snprintf(buf, cap, "%.2f GiB", bytes / 1073741824.0);
+    else if (bytes >= 1048576.0)
+        snprintf(buf, cap, "%.1f MiB", bytes / 1048576.0);
+    else if (bytes >= 1024.0)
+        snprintf(buf, cap, "%.1f KiB", bytes / 1024.0);
+    else
+        snprintf(buf, cap, "%.0f B", bytes);
+}

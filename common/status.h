@@ -87,4 +87,7 @@ void fptq_log(fptq_log_level level, const char *fmt, ...) __attribute__((format(
 /* Monotonic wall-clock seconds. */
 double fptq_now(void);
 
+/* "1.50 GiB", "12.3 MiB", "512 B": a byte count for messages. */
+void fptq_format_bytes(double bytes, char *buf, size_t cap);
+
 #endif

@@ -118,6 +118,19 @@ fptq_status fptq_backend_select(const char *name, const fptq_backend **out)
     return FPTQ_FAIL(FPTQ_ERR_ARG, "--backend: unknown backend '%s' (expected cpu, cuda or auto)", name);
 }
 
+int fptq_backend_devices(const fptq_backend *be)
+{
+    if (be->host_memory)
+        return 0;
+#ifdef FPTQ_HAVE_CUDA
+    char why[256];
+    const int n = fptq_cuda_device_count(why, sizeof why);
+    return n > 0 ? n : 0;
+#else
+    return 0;
+#endif
+}
+
 fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank)
 {
     if (be->host_memory)

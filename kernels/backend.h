@@ -132,6 +132,9 @@ const fptq_backend *fptq_backend_cuda_table(void);
 /* "cpu", "cuda" or "auto" (CUDA where a device is usable, else the CPU). */
 fptq_status fptq_backend_select(const char *name, const fptq_backend **out);
 
+/* GPUs on this node the backend can use (0 for host backends). */
+int fptq_backend_devices(const fptq_backend *be);
+
 /* Binds this process to its GPU before any other CUDA work: device
  * local_rank % (devices on the node). A no-op for host backends. */
 fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank);

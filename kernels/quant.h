@@ -91,7 +91,8 @@ void linear_stats_free(linear_stats *s);
 void linear_stats_reset(linear_stats *s);
 /* Adds X[rows, cols]: xtx += X^T X (upper triangle), abs sums, maxima, token count. */
 fptq_status linear_stats_accumulate(linear_stats *s, const float *X, int64_t rows);
-/* H = 2 xtx / tokens, full symmetric [cols, cols] (scaled once, after any reduction). */
+/* H = 2 xtx / tokens, full symmetric [cols, cols] (scaled once, after any
+ * reduction); H may be s->xtx itself. */
 fptq_status linear_stats_hessian(const linear_stats *s, float *H);
 
 /* ---- GPTQ (Frantar et al.; names and loop shape of GPTQ.fasterquant) ----- */

@@ -284,6 +284,8 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
         FPTQ_TRY(gather_stats(j, stats, X, rows));
     }
 
+    /* H in place of the raw sums, which are done with */
+    j->H = stats->xtx;
     FPTQ_TRY(be->stats_hessian(stats, j->H));
     if (r->method == METHOD_GPTQ) {
         /* one plan (inverse-Hessian factor) for all the linears that read this input */
@@ -363,7 +365,6 @@ fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_coll
         FPTQ_TRY(be->stats_init(in, &j->stats[g]));
     }
     const size_t f = sizeof(float);
-    FPTQ_TRY(be->mem_alloc((size_t)(max_cols * max_cols) * f, "Hessian", (void **)&j->H));
     FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "weight copy", (void **)&j->Wf));
     FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "quantized rows", (void **)&j->Qpart));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel |x| sums", &j->abs_sum));
@@ -384,7 +385,6 @@ void layer_job_free(layer_job *j)
         for (int g = 0; g < LGROUP_COUNT; g++)
             if (j->stats[g].cols)
                 be->stats_free(&j->stats[g]);
-        be->mem_free(j->H);
         be->mem_free(j->Wf);
         be->mem_free(j->Qpart);
         be->gptq_release(j->gptq_plan);

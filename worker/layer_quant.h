@@ -32,7 +32,8 @@ typedef struct layer_job {
     linear_stats stats[LGROUP_COUNT]; /* of each group's input (backend memory) */
     double *abs_sum;             /* host copies of the group's summed statistics */
     float *abs_max;
-    float *H, *Wf, *Qpart;       /* backend: Hessian, this rank's original rows, their dequantized form */
+    float *H;                    /* the group in hand's Hessian: its statistics' xtx, scaled in place */
+    float *Wf, *Qpart;           /* backend: this rank's original rows, their dequantized form */
     float *scale;                /* host: channel scales */
     float *Xs;                   /* host, AWQ: the token subsample gathered from every rank */
     double *abs_mean;

@@ -562,6 +562,65 @@ static fptq_status plan_stages(job *J)
     return FPTQ_OK;
 }
 
+/* The backend memory this rank holds, by part (a lower bound: the
+ * libraries' own workspaces aside), checked against what the device has
+ * free before anything is allocated, so that a job that cannot fit says why
+ * at once instead of failing at its first large allocation. */
+static fptq_status check_device_memory(job *J, int64_t rows)
+{
+    const fptq_backend *be = J->be;
+    if (be->host_memory || !be->mem_info)
+        return FPTQ_OK;
+    const llama_config *c = &J->m.cfg;
+    const double f = 4.0, H = (double)c->hidden_size, I = (double)c->intermediate_size;
+    const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
+    const char *env = getenv("FPTQ_PREFETCH");
+    const int slots = env && strcmp(env, "0") == 0 ? 1 : 2;
+    double max_cols = 0.0, max_w = 0.0, stats = 0.0;
+    for (int id = 0; id < LIN_COUNT; id++) {
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        max_cols = (double)in > max_cols ? (double)in : max_cols;
+        max_w = (double)(out * in) > max_w ? (double)(out * in) : max_w;
+    }
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        fptq_linear_id first;
+        int count;
+        int64_t out, in;
+        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
+        fptq_linear_shape(c, first, &out, &in);
+        stats += (double)in * (double)in * f + (double)in * 12.0;
+    }
+    const double r = (double)rows;
+    const double acts = 2.0 * r * H * f;
+    const double ws = r * (2.0 * H + 2.0 * q + 2.0 * kv + 2.0 * I) * f;
+    const double weights = (double)slots * (double)shard_layer_params(c) * f;
+    /* Wf and Qpart, GPTQ's factor and work copy, the proxy loss's scratch
+     * (row chunks of 2^27 elements) and attention's (2^28 scores at most) */
+    const double T = (double)J->T, nkv = (double)c->num_key_value_heads;
+    const double loss_scratch = 2.0 * f * (max_w < 134217728.0 ? max_w : 134217728.0);
+    const double attn_scratch = f * (nkv * T * T < 268435456.0 ? nkv * T * T : 268435456.0);
+    const double quant = 3.0 * max_w * f + max_cols * max_cols * f + loss_scratch + attn_scratch;
+    const double need = acts + ws + weights + stats + quant;
+    size_t free_b = 0, total_b = 0;
+    FPTQ_TRY(be->mem_info(&free_b, &total_b));
+    char b[8][32], parts[512];
+    const double v[8] = {acts, ws, weights, stats, quant, need, (double)free_b, (double)total_b};
+    for (int i = 0; i < 8; i++)
+        fptq_format_bytes(v[i], b[i], sizeof b[i]);
+    snprintf(parts, sizeof parts, "activations %s, forward workspace %s, %d layer buffer(s) %s, statistics %s, quantizer %s",
+             b[0], b[1], slots, b[2], b[3], b[4]);
+    if (need > (double)free_b)
+        return FPTQ_FAIL(FPTQ_ERR_NOMEM,
+                         "rank %d: the GPU has %s of %s free, and this rank needs at least %s (%s) for %lld "
+                         "calibration tokens; use more ranks per stage (each holds fewer samples), fewer "
+                         "--calib-samples, or FPTQ_PREFETCH=0 (one layer buffer)",
+                         J->rank, b[6], b[7], b[5], parts, (long long)rows);
+    if (J->o->progress && J->rank == 0)
+        fptq_info("device memory: about %s of %s free (%s)", b[5], b[6], parts);
+    return FPTQ_OK;
+}
+
 static fptq_status job_run(job *J)
 {
     const fptq_quantize_opts *o = J->o;
@@ -591,6 +650,8 @@ static fptq_status job_run(job *J)
     shard_split_range(J->r.calib_samples, J->per_stage, J->member, &s0, &s1);
     J->n_seq = s1 - s0;
     FPTQ_TRY_GOTO(plan_stages(J), st, done);
+    /* before any file is made: a job that cannot fit changes nothing */
+    FPTQ_TRY_GOTO(check_device_memory(J, J->n_seq * J->T), st, done);
 
     /* rank 0 makes or checks the checkpoint; the others open it after */
     int ok = 1;
@@ -702,7 +763,17 @@ static fptq_status device_collectives(job *J)
     if (J->be->host_memory || J->coll.size == 1)
         return FPTQ_OK;
     const char *env = getenv("FPTQ_NCCL");
-    const int want_nccl = !(env && strcmp(env, "0") == 0);
+    int want_nccl = !(env && strcmp(env, "0") == 0);
+    /* NCCL wants one GPU per member: ranks that share a GPU reduce through the host */
+    const int devices = fptq_backend_devices(J->be);
+    int64_t shared = J->w && (J->w->node_size > devices);
+    FPTQ_TRY(J->coll.allreduce(J->coll.ctx, &shared, 1, FPTQ_DT_I64, FPTQ_OP_MAX));
+    if (shared && want_nccl) {
+        if (J->rank == 0)
+            fptq_warn("more ranks than GPUs on a node: ranks share GPUs, and their statistics are reduced "
+                      "through the host instead of with NCCL");
+        want_nccl = 0;
+    }
 #ifdef FPTQ_HAVE_NCCL
     if (want_nccl) {
         /* the stage's member 0 makes the id; MPI carries it to the others */

@@ -1120,6 +1120,8 @@ __global__ void dot_partial_kernel(const float *a, const float *b, int64_t n, do
         part[blockIdx.x] = acc[0];
 }
 
+/* In row chunks of at most 2^27 elements, so that the scratch (D and D H)
+ * stays within 1 GiB whatever the linear's size. */
 static fptq_status tbl_proxy_loss(const float *W, const float *Q, int64_t rows, int64_t cols,
                                   const float *H, double *loss)
 {
@@ -1127,24 +1129,29 @@ static fptq_status tbl_proxy_loss(const float *W, const float *Q, int64_t rows, 
         return FPTQ_FAIL(FPTQ_ERR_ARG, "proxy loss: shape [%lld, %lld]", (long long)rows, (long long)cols);
     cuda_ctx *c;
     FPTQ_TRY(cuda_ctx_get(&c));
-    const int64_t n = rows * cols;
+    int64_t chunk = ((int64_t)1 << 27) / cols;
+    chunk = chunk < 1 ? 1 : chunk > rows ? rows : chunk;
+    const int64_t cap = chunk * cols;
     void *scratch;
-    FPTQ_TRY(cuda_scratch((size_t)n * 2 * sizeof(float) + DOT_BLOCKS * sizeof(double), &scratch));
-    float *D = (float *)scratch, *DH = D + n;
-    double *part = (double *)(DH + n), h_part[DOT_BLOCKS];
-    sub_kernel<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(W, Q, n, D);
-    launchCheck();
-    /* row-major DH = D H is column-major (H D^T) with H symmetric: C (cols x rows) = H (cols x cols) Dcm */
+    FPTQ_TRY(cuda_scratch((size_t)cap * 2 * sizeof(float) + DOT_BLOCKS * sizeof(double), &scratch));
+    float *D = (float *)scratch, *DH = D + cap;
+    double *part = (double *)(DH + cap), h_part[DOT_BLOCKS];
     const float one = 1.0f, zero = 0.0f;
-    cublasCheck(cublasGemmEx_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, rows, cols, &one, H, CUDA_R_32F, cols,
-                                D, CUDA_R_32F, cols, &zero, DH, CUDA_R_32F, cols, CUBLAS_COMPUTE_32F,
-                                CUBLAS_GEMM_DEFAULT));
-    dot_partial_kernel<<<DOT_BLOCKS, DOT_THREADS, 0, c->stream>>>(D, DH, n, part);
-    launchCheck();
-    FPTQ_TRY(fptq_cuda_download(h_part, part, sizeof h_part));
     double sum = 0.0;
-    for (int i = 0; i < DOT_BLOCKS; i++)
-        sum += h_part[i];
+    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+        const int64_t nr = rows - r0 < chunk ? rows - r0 : chunk, n = nr * cols;
+        sub_kernel<<<cuda_blocks(n, 256), 256, 0, c->stream>>>(W + r0 * cols, Q + r0 * cols, n, D);
+        launchCheck();
+        /* row-major DH = D H is column-major (H D^T) with H symmetric: C (cols x nr) = H (cols x cols) Dcm */
+        cublasCheck(cublasGemmEx_64(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, cols, nr, cols, &one, H, CUDA_R_32F, cols,
+                                    D, CUDA_R_32F, cols, &zero, DH, CUDA_R_32F, cols, CUBLAS_COMPUTE_32F,
+                                    CUBLAS_GEMM_DEFAULT));
+        dot_partial_kernel<<<DOT_BLOCKS, DOT_THREADS, 0, c->stream>>>(D, DH, n, part);
+        launchCheck();
+        FPTQ_TRY(fptq_cuda_download(h_part, part, sizeof h_part));
+        for (int i = 0; i < DOT_BLOCKS; i++)
+            sum += h_part[i];
+    }
     *loss = sum;
     return FPTQ_OK;
 }

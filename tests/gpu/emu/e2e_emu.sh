@@ -104,6 +104,16 @@ for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
     check "$name: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
 done
 
+# --- a job that cannot fit the GPU says so before it starts ---
+FPTQ_EMU_GPU_BYTES=2000000 "$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/small-gpu" >"$tmp/small.log" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q "rank 0: the GPU has .* free, and this rank needs at least .* (activations" "$tmp/small.log" &&
+    grep -q "FPTQ_PREFETCH=0" "$tmp/small.log" && ! "$fptq" inspect "$tmp/small-gpu" 2>/dev/null | grep -q "of 5 done"
+check "too little GPU memory: refused up front, with the parts and what to change" $? "rc=$rc $(cat "$tmp/small.log")"
+"$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/mem-line" --max-layers 1 >"$tmp/mem.log" 2>&1
+grep -q "device memory: about .* of 8.00 GiB free (activations" "$tmp/mem.log"
+check "the device memory a rank needs is printed at the start" $? "$(head -3 "$tmp/mem.log")"
+
 # --- interrupted and resumed on the device path: the uninterrupted digest ---
 digest_of() { "$fptq" inspect "$1" | sed -n 's/^digest *\([0-9a-f]\{64\}\)$/\1/p'; }
 gptq=(--scheme w4a16 --method gptq --group-size 32 --backend cuda)

@@ -64,7 +64,13 @@ inline cudaError_t cudaFreeHost(void *p) { free(p); return 0; }
 inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = 0) { memset(p, v, n); return 0; }
 inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t = 0) { memmove(d, s, n); return 0; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) { strcpy(p->name, "CPU emulation"); p->major = 9; p->minor = 0; p->multiProcessorCount = 1; return 0; }
-inline cudaError_t cudaMemGetInfo(size_t *f, size_t *t) { *f = (size_t)8 << 30; *t = (size_t)8 << 30; return 0; }
+// 8 GiB, or FPTQ_EMU_GPU_BYTES (tests of the up-front memory check)
+inline cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
+    const char *e = getenv("FPTQ_EMU_GPU_BYTES");
+    *t = e ? (size_t)strtoull(e, NULL, 10) : (size_t)8 << 30;
+    *f = *t;
+    return 0;
+}
 template <typename F> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *, F) { return 0; }
 
 // ---- intrinsics (compile with -ffp-contract=off) ----
