@@ -3,8 +3,9 @@
 # network): build with -DFPTQ_CUDA=ON against the Debian packages carried in
 # .gpu-deps/debs (tests/gpu/fetch_debs.sh) where the system lacks them, run
 # the parity test, the end-to-end check (fptq quantize + eval on
-# stories260K, --backend cpu, and --backend cuda where the pipeline takes
-# it) and the layer benchmark, in under 8 minutes; logs and summary.md go to OUTDIR.
+# stories260K, --backend cpu against --backend cuda, eval of the fp model on
+# both, 2 ranks sharing the GPU) and the layer benchmark, in under 8
+# minutes; logs and summary.md go to OUTDIR.
 #   tests/gpu/device_check.sh OUTDIR
 # With the run tool: carry [".gpu-deps/debs"], command "tests/gpu/device_check.sh $OUT".
 set -uo pipefail
@@ -192,15 +193,45 @@ if [ -n "$FPTQ" ] && [ -x "$FPTQ" ]; then
         ok=$(awk -v r="$rel" 'BEGIN { print (r != "?" && r < 0.5 && r > -0.5) ? "PASS" : "FAIL" }')
         E2E_CUDA="$ok, ppl ${ppl_cuda:-?} (${rel}% from the cpu run; bar 0.5%)"
     else
-        E2E_CUDA="refused (rc=$crc): $(grep -m1 -i 'backend' "$tmp/cuda.out" | cut -c1-220)"
+        E2E_CUDA="FAILED (rc=$crc): $(grep -m1 -i 'error' "$tmp/cuda.out" | cut -c1-220)"
     fi
+    # eval of the fp model on the GPU against the CPU (fp32 both: the same to ~1e-5)
+    echo "== eval --backend cpu / cuda, fp model" >>"$OUTDIR/e2e.log"
+    fp_args=(--model "$ex/stories260K" "${eargs[@]}")
+    pe_cpu=$(run_with_deps "$FPTQ" eval "${fp_args[@]}" --backend cpu 2>>"$OUTDIR/e2e.log" | tee -a "$OUTDIR/e2e.log" |
+        sed -n 's/.* ppl=\([0-9.]*\)$/\1/p')
+    pe_cuda=$(run_with_deps timeout 60 "$FPTQ" eval "${fp_args[@]}" --backend cuda 2>>"$OUTDIR/e2e.log" |
+        tee -a "$OUTDIR/e2e.log" | sed -n 's/.* ppl=\([0-9.]*\)$/\1/p')
+    E2E_EVAL=$(awk -v a="${pe_cuda:-0}" -v b="${pe_cpu:-0}" 'BEGIN { if (a > 0 && b > 0) {
+        d = a / b - 1; printf "%s, ppl %s vs cpu %s (%.1e relative; bar 1e-4)", (d < 1e-4 && d > -1e-4) ? "PASS" : "FAIL", a, b, d }
+        else print "FAILED (e2e.log)" }')
+    # two ranks on the one GPU: statistics staged through the host (NCCL needs a GPU per rank)
+    E2E_NP2="not run"
+    if command -v mpirun >/dev/null 2>&1 && [ "$(left)" -gt 200 ]; then
+        echo "== mpirun -np 2 quantize --backend cuda" >>"$OUTDIR/e2e.log"
+        np2args=()
+        for a in "${qargs[@]}"; do [ "$a" != --quiet ] && np2args+=("$a"); done
+        run_with_deps timeout 120 mpirun --allow-run-as-root --oversubscribe -np 2 "$FPTQ" quantize "${np2args[@]}" \
+            --backend cuda --out "$tmp/np2" >>"$OUTDIR/e2e.log" 2>&1
+        nrc=$?
+        if [ $nrc -eq 0 ]; then
+            ppl_np2=$(ppl_of "$tmp/np2")
+            rel2=$(awk -v a="${ppl_np2:-0}" -v b="${ppl_cpu:-0}" 'BEGIN { if (b > 0) printf "%.3f", 100 * (a - b) / b; else print "?" }')
+            E2E_NP2="ok, ppl ${ppl_np2:-?} (${rel2}% from the 1-rank cpu run)"
+        else
+            E2E_NP2="FAILED (rc=$nrc, e2e.log)"
+        fi
+    fi
+    grep -m1 "device memory:" "$tmp/cuda.out" >>"$OUTDIR/e2e.log"
     rm -rf "$tmp"
 else
     E2E_CPU="not run: fptq was not built"
 fi
 step "e2e stories260K --backend cpu" "$E2E_CPU" $(($(date +%s) - t0))
 step "e2e stories260K --backend cuda" "$E2E_CUDA" 0
-say "e2e: cpu: $E2E_CPU; cuda: $E2E_CUDA"
+step "e2e eval fp model --backend cuda" "${E2E_EVAL:-not run}" 0
+step "e2e 2 ranks on the GPU (staged)" "${E2E_NP2:-not run}" 0
+say "e2e: cpu: $E2E_CPU; cuda: $E2E_CUDA; eval: ${E2E_EVAL:-not run}; 2 ranks: ${E2E_NP2:-not run}"
 
 # ---- benchmark -------------------------------------------------------------------------------------
 t0=$(date +%s)
