@@ -347,23 +347,15 @@ fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_coll
     j->dcoll = dcoll;
     j->r = r;
     j->c = c;
-    int64_t max_cols = 0, max_w = 0;
-    for (int id = 0; id < LIN_COUNT; id++) {
+    int64_t max_cols, max_w, gcols[LGROUP_COUNT];
+    fptq_layer_extents(c, &max_cols, &max_w, gcols);
+    for (int id = 0; r->method == METHOD_AWQ && id < LIN_COUNT; id++) {
         int64_t out, in;
         fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
-        max_cols = in > max_cols ? in : max_cols;
-        max_w = out * in > max_w ? out * in : max_w;
-        if (r->method == METHOD_AWQ)
-            FPTQ_TRY(fptq_calloc((size_t)(out * quant_n_groups(&r->weight, in)), sizeof(float), "AWQ clips", &j->clip[id]));
+        FPTQ_TRY(fptq_calloc((size_t)(out * quant_n_groups(&r->weight, in)), sizeof(float), "AWQ clips", &j->clip[id]));
     }
-    for (int g = 0; g < LGROUP_COUNT; g++) {
-        fptq_linear_id first;
-        int count;
-        int64_t out, in;
-        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
-        fptq_linear_shape(c, first, &out, &in);
-        FPTQ_TRY(be->stats_init(in, &j->stats[g]));
-    }
+    for (int g = 0; g < LGROUP_COUNT; g++)
+        FPTQ_TRY(be->stats_init(gcols[g], &j->stats[g]));
     const size_t f = sizeof(float);
     FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "weight copy", (void **)&j->Wf));
     FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "quantized rows", (void **)&j->Qpart));

@@ -53,6 +53,24 @@ static int linear_has_bias(const llama_config *c, fptq_linear_id id)
     return 0;
 }
 
+void fptq_layer_extents(const llama_config *c, int64_t *max_cols, int64_t *max_w, int64_t *group_cols)
+{
+    *max_cols = *max_w = 0;
+    for (int id = 0; id < LIN_COUNT; id++) {
+        int64_t out, in;
+        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
+        *max_cols = in > *max_cols ? in : *max_cols;
+        *max_w = out * in > *max_w ? out * in : *max_w;
+    }
+    for (int g = 0; group_cols && g < LGROUP_COUNT; g++) {
+        fptq_linear_id first;
+        int count;
+        int64_t out;
+        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
+        fptq_linear_shape(c, first, &out, &group_cols[g]);
+    }
+}
+
 rope_params fptq_rope_params(const llama_config *c)
 {
     rope_params p = {.head_dim = c->head_dim, .theta = c->rope_theta};

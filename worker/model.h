@@ -43,6 +43,9 @@ typedef enum { LGROUP_QKV, LGROUP_O, LGROUP_GATE_UP, LGROUP_DOWN, LGROUP_COUNT }
 /* The linears of group g: first and count (they are consecutive ids). */
 void fptq_linear_group_members(fptq_linear_group g, fptq_linear_id *first, int *count);
 const char *fptq_linear_group_name(fptq_linear_group g);
+/* A layer's extents: the widest linear input, the largest weight matrix
+ * (elements), and each group's input width (group_cols may be NULL). */
+void fptq_layer_extents(const llama_config *c, int64_t *max_cols, int64_t *max_w, int64_t *group_cols);
 
 /* Opens DIR/config.json and the safetensors of DIR, and checks (headers
  * only, no weight is read) that every tensor the config implies is present

@@ -576,21 +576,12 @@ static fptq_status check_device_memory(job *J, int64_t rows)
     const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
     const char *env = getenv("FPTQ_PREFETCH");
     const int slots = env && strcmp(env, "0") == 0 ? 1 : 2;
-    double max_cols = 0.0, max_w = 0.0, stats = 0.0;
-    for (int id = 0; id < LIN_COUNT; id++) {
-        int64_t out, in;
-        fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
-        max_cols = (double)in > max_cols ? (double)in : max_cols;
-        max_w = (double)(out * in) > max_w ? (double)(out * in) : max_w;
-    }
-    for (int g = 0; g < LGROUP_COUNT; g++) {
-        fptq_linear_id first;
-        int count;
-        int64_t out, in;
-        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
-        fptq_linear_shape(c, first, &out, &in);
-        stats += (double)in * (double)in * f + (double)in * 12.0;
-    }
+    int64_t mc, mw, gcols[LGROUP_COUNT];
+    fptq_layer_extents(c, &mc, &mw, gcols);
+    const double max_cols = (double)mc, max_w = (double)mw;
+    double stats = 0.0;
+    for (int g = 0; g < LGROUP_COUNT; g++)
+        stats += (double)gcols[g] * (double)gcols[g] * f + (double)gcols[g] * 12.0;
     const double r = (double)rows;
     const double acts = 2.0 * r * H * f;
     const double ws = r * (2.0 * H + 2.0 * q + 2.0 * kv + 2.0 * I) * f;

@@ -206,23 +206,35 @@ extern "C" void fptq_cuda_quant_tensor_free(quant_tensor *q)
     memset(q, 0, sizeof *q);
 }
 
+/* Host <-> device copy of a quantized tensor's arrays, same spec and shape on both sides. */
+static fptq_status quant_tensor_move(const quant_tensor *src, quant_tensor *dst, int to_device)
+{
+    if (dst->rows != src->rows || dst->cols != src->cols || dst->n_groups != src->n_groups ||
+        dst->spec.format != src->spec.format || (!dst->g_idx) != (!src->g_idx) || (!dst->zeros) != (!src->zeros))
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "quant tensor %s: [%lld, %lld] x %lld groups into [%lld, %lld] x %lld groups",
+                         to_device ? "upload" : "download", (long long)src->rows, (long long)src->cols,
+                         (long long)src->n_groups, (long long)dst->rows, (long long)dst->cols,
+                         (long long)dst->n_groups);
+    fptq_status (*move)(void *, const void *, size_t) = to_device ? fptq_cuda_upload : fptq_cuda_download;
+    const size_t nrg = (size_t)(src->rows * src->n_groups);
+    FPTQ_TRY(move(dst->codes, src->codes, (size_t)(src->rows * src->cols)));
+    FPTQ_TRY(move(dst->scales, src->scales, nrg * sizeof(float)));
+    if (src->zeros)
+        FPTQ_TRY(move(dst->zeros, src->zeros, nrg * sizeof(int32_t)));
+    if (src->g_idx)
+        FPTQ_TRY(move(dst->g_idx, src->g_idx, (size_t)src->cols * sizeof(int32_t)));
+    dst->spec = src->spec;
+    return FPTQ_OK;
+}
+
 extern "C" fptq_status fptq_cuda_quant_tensor_download(const quant_tensor *d, quant_tensor *h)
 {
-    if (h->rows != d->rows || h->cols != d->cols || h->n_groups != d->n_groups ||
-        h->spec.format != d->spec.format || (!h->g_idx) != (!d->g_idx))
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "quant tensor download: host [%lld, %lld] x %lld groups, "
-                         "device [%lld, %lld] x %lld groups", (long long)h->rows, (long long)h->cols,
-                         (long long)h->n_groups, (long long)d->rows, (long long)d->cols,
-                         (long long)d->n_groups);
-    const size_t nrg = (size_t)(d->rows * d->n_groups);
-    FPTQ_TRY(fptq_cuda_download(h->codes, d->codes, (size_t)(d->rows * d->cols)));
-    FPTQ_TRY(fptq_cuda_download(h->scales, d->scales, nrg * sizeof(float)));
-    if (d->zeros && h->zeros)
-        FPTQ_TRY(fptq_cuda_download(h->zeros, d->zeros, nrg * sizeof(int32_t)));
-    if (d->g_idx)
-        FPTQ_TRY(fptq_cuda_download(h->g_idx, d->g_idx, (size_t)d->cols * sizeof(int32_t)));
-    h->spec = d->spec;
-    return FPTQ_OK;
+    return quant_tensor_move(d, h, 0);
+}
+
+extern "C" fptq_status fptq_cuda_quant_tensor_upload(const quant_tensor *h, quant_tensor *d)
+{
+    return quant_tensor_move(h, d, 1);
 }
 
 /* ---- RTN ----------------------------------------------------------------------------------------- */
@@ -1001,24 +1013,6 @@ extern "C" fptq_status fptq_cuda_gptq_quantize_inplace(float *W, int64_t rows, i
 /* ---- the quantization entries of the backend table (backend.h) ----------------------------------- *
  * Quantized tensors and clip ratios are host memory there: they go to the checkpoint. Each entry
  * runs the device quantizer on a device tensor and moves the result across. */
-
-extern "C" fptq_status fptq_cuda_quant_tensor_upload(const quant_tensor *h, quant_tensor *d)
-{
-    if (h->rows != d->rows || h->cols != d->cols || h->n_groups != d->n_groups ||
-        h->spec.format != d->spec.format || (!h->g_idx) != (!d->g_idx) || (!h->zeros) != (!d->zeros))
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "quant tensor upload: host [%lld, %lld] x %lld groups, "
-                         "device [%lld, %lld] x %lld groups", (long long)h->rows, (long long)h->cols,
-                         (long long)h->n_groups, (long long)d->rows, (long long)d->cols,
-                         (long long)d->n_groups);
-    const size_t nrg = (size_t)(h->rows * h->n_groups);
-    FPTQ_TRY(fptq_cuda_upload(d->codes, h->codes, (size_t)(h->rows * h->cols)));
-    FPTQ_TRY(fptq_cuda_upload(d->scales, h->scales, nrg * sizeof(float)));
-    if (h->zeros)
-        FPTQ_TRY(fptq_cuda_upload(d->zeros, h->zeros, nrg * sizeof(int32_t)));
-    if (h->g_idx)
-        FPTQ_TRY(fptq_cuda_upload(d->g_idx, h->g_idx, (size_t)h->cols * sizeof(int32_t)));
-    return FPTQ_OK;
-}
 
 /* The GPU factors H^-1 inside each gptq call (cuda GPTQ has no shared factor
  * yet), so the plan only remembers H. */
