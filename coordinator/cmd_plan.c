@@ -7,6 +7,7 @@
 #include "cli.h"
 
 #include "../sharding/sharding.h"
+#include "../worker/quantize.h"
 
 #include <cjson/cJSON.h>
 #include <ctype.h>
@@ -374,6 +375,17 @@ static void print_text(const plan_args *a, const plan *p)
         printf("  total        %8.2f GiB  of %.2f GiB: DOES NOT FIT, %.2f GiB over\n", p->mem.total / GIB,
                a->gpu_mem / GIB, p->over / GIB);
 
+    /* what the worker holds today, beside the design above */
+    char parts[512], tot1[32];
+    fptq_device_estimate e2, e1;
+    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 2, &e2);
+    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 1, &e1);
+    fptq_device_estimate_text(&e2, parts, sizeof parts);
+    fptq_format_bytes(e1.total, tot1, sizeof tot1);
+    printf("\nfptq quantize --backend cuda as built, rank 0: %.2f GiB (%s), %s with FPTQ_PREFETCH=0;\n"
+           "  it has no micro-batches and keeps fp32 weights, so it needs more than the design above\n",
+           e2.total / GIB, parts, tot1);
+
     fmt_time(p->t_forward, t2, sizeof t2);
     fmt_time(p->t_gptq, t3, sizeof t3);
     printf("\ntime, an estimate from FLOPs at an assumed %g TFLOP/s per GPU (--gpu-tflops; no I/O,\n"
@@ -426,6 +438,20 @@ static void print_json(const plan_args *a, const plan *p)
     cJSON_AddBoolToObject(cal, "seqlen_capped", p->seqlen_capped);
     cJSON_AddNumberToObject(cal, "samples_per_rank_max", (double)p->spr_max);
     cJSON_AddNumberToObject(cal, "samples_per_rank_min", (double)p->spr_min);
+
+    /* what the worker holds today (fptq quantize --backend cuda), rank 0 */
+    cJSON *wk = cJSON_AddObjectToObject(o, "worker_device_bytes");
+    for (int slots = 2; slots >= 1; slots--) {
+        fptq_device_estimate e;
+        fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, slots, &e);
+        cJSON *w = cJSON_AddObjectToObject(wk, slots == 2 ? "prefetch" : "no_prefetch");
+        cJSON_AddNumberToObject(w, "activations", e.activations);
+        cJSON_AddNumberToObject(w, "workspace", e.workspace);
+        cJSON_AddNumberToObject(w, "weights", e.weights);
+        cJSON_AddNumberToObject(w, "statistics", e.statistics);
+        cJSON_AddNumberToObject(w, "quantizer", e.quantizer);
+        cJSON_AddNumberToObject(w, "total", e.total);
+    }
 
     cJSON *st = cJSON_AddArrayToObject(o, "stages");
     for (int s = 0; s < S; s++) {

@@ -45,6 +45,20 @@ assert all(m[k] > 0 for k in parts), m
 assert m["total"] == sum(m[k] for k in parts), m
 assert m["gpu_mem_bytes"] == 80 * 2**30 and m["total"] <= m["gpu_mem_bytes"], m
 assert m["micro_batch"] == 16 and m["total"] == 69541691392, m
+# what fptq quantize --backend cuda holds today, recomputed here from the
+# config (a second implementation of worker/quantize.c's estimate)
+H, I, q, kv, T, n = 16384, 53248, 128 * 128, 8 * 128, 2048, 16 * 2048
+share = 13312 * H  # member 0 of 8: gate/up laid end to end, 106496 rows / 8
+P = H * q + 2 * H * kv + q * H + 3 * H * I + 2 * H
+want = {"activations": 2 * n * H * 4,
+        "workspace": (n * (2 * H + 2 * q + 2 * kv + I) + (2**28 // I) * I) * 4,
+        "weights": 2 * P * 4, "statistics": I * I * 4 + I * 12,
+        "quantizer": 3 * share * 4 + I * I * 4 + 2 * 4 * min(share, 2**27) + 4 * min(8 * T * T, 2**28)}
+w = o["worker_device_bytes"]["prefetch"]
+for k, v in want.items():
+    assert w[k] == v, (k, w[k], v)
+assert w["total"] == sum(want.values()) <= 80 * 2**30, w
+assert o["worker_device_bytes"]["no_prefetch"]["weights"] == P * 4, o["worker_device_bytes"]
 t = o["time"]
 assert t["estimate"] is True and t["assumed_tflops"] == 400 and t["per_layer_s"] > 0, t
 assert t["job_s_propagate_quantized"] >= t["job_s_propagate_stage"] > 0, t

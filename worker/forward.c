@@ -15,6 +15,15 @@
  * HEAD_BLOCK x hidden floats whatever the vocabulary size. */
 #define HEAD_BLOCK 4096
 
+int64_t fptq_forward_up_rows(int host_memory, const llama_config *c, int64_t rows)
+{
+    const char *env = getenv("FPTQ_TEST_UP_ROWS");
+    int64_t n = host_memory ? rows : ((int64_t)1 << 28) / (c->intermediate_size > 0 ? c->intermediate_size : 1);
+    if (env && atoll(env) > 0)
+        n = atoll(env);
+    return n < 1 ? 1 : n > rows ? rows : n;
+}
+
 fptq_status fptq_forward_ws_alloc(const fptq_backend *be, const llama_config *c, int64_t rows,
                                   fptq_forward_ws *ws)
 {
@@ -32,7 +41,8 @@ fptq_status fptq_forward_ws_alloc(const fptq_backend *be, const llama_config *c,
     FPTQ_TRY_GOTO(be->mem_alloc(r * q_dim * f, "attention output", (void **)&ws->attn), st, fail);
     FPTQ_TRY_GOTO(be->mem_alloc(r * hidden * f, "projection output", (void **)&ws->o), st, fail);
     FPTQ_TRY_GOTO(be->mem_alloc(r * inter * f, "MLP gate", (void **)&ws->gate), st, fail);
-    FPTQ_TRY_GOTO(be->mem_alloc(r * inter * f, "MLP up", (void **)&ws->up), st, fail);
+    ws->up_rows = fptq_forward_up_rows(be->host_memory, c, rows);
+    FPTQ_TRY_GOTO(be->mem_alloc((size_t)ws->up_rows * inter * f, "MLP up", (void **)&ws->up), st, fail);
     ws->rows = rows;
     return FPTQ_OK;
 fail:
@@ -205,8 +215,12 @@ fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
     FPTQ_TRY(before_group(be, lw, hooks, LGROUP_GATE_UP, ws->h, rows, hidden));
     fptq_linear_shape(c, LIN_GATE, &out, &in);
     FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_GATE], out, NULL, ws->gate));
-    FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_UP], out, NULL, ws->up));
-    FPTQ_TRY(be->swiglu(ws->gate, ws->up, rows * out));
+    /* up in chunks of rows where the workspace is short; gate becomes silu(gate) * up */
+    for (int64_t r0 = 0; r0 < rows; r0 += ws->up_rows) {
+        const int64_t nr = rows - r0 < ws->up_rows ? rows - r0 : ws->up_rows;
+        FPTQ_TRY(be->linear(ws->h + r0 * in, nr, in, lw->w[LIN_UP], out, NULL, ws->up));
+        FPTQ_TRY(be->swiglu(ws->gate + r0 * out, ws->up, nr * out));
+    }
     fptq_linear_shape(c, LIN_DOWN, &out, &in);
     FPTQ_TRY(before_group(be, lw, hooks, LGROUP_DOWN, ws->gate, rows, in));
     FPTQ_TRY(be->linear(ws->gate, rows, in, lw->w[LIN_DOWN], out, NULL, ws->o));

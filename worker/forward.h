@@ -14,8 +14,14 @@
 typedef struct fptq_forward_ws {
     const fptq_backend *be;
     int64_t rows;
+    int64_t up_rows;             /* rows of `up`: all of them, or a chunk (fptq_forward_up_rows) */
     float *h, *q, *k, *v, *attn, *o, *gate, *up;
 } fptq_forward_ws;
+
+/* Rows of the MLP's up projection held at once: all rows on host backends;
+ * on a device, chunks of at most 2^28 elements (1 GiB; the gate buffer
+ * holds the SwiGLU product whole). FPTQ_TEST_UP_ROWS=n forces n (tests). */
+int64_t fptq_forward_up_rows(int host_memory, const llama_config *c, int64_t rows);
 
 fptq_status fptq_forward_ws_alloc(const fptq_backend *be, const llama_config *c, int64_t rows,
                                   fptq_forward_ws *ws);

@@ -137,7 +137,7 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
     float damp = 0.0f;
     if (nr > 0) {
         /* this rank's rows as they were, for the loss */
-        float *Wf = j->Wf + r0 * in;
+        float *Wf = j->Wf;
         FPTQ_TRY(be->mem_copy(Wf, W + r0 * in, (size_t)(nr * in) * sizeof(float)));
         quant_tensor part;
         FPTQ_TRY(quant_tensor_alloc(&r->weight, nr, in, r->act_order, &part));
@@ -338,6 +338,23 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
     return FPTQ_OK;
 }
 
+int64_t layer_job_max_share(const llama_config *c, int members, int member)
+{
+    int64_t most = 0;
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        fptq_linear_id first;
+        int count;
+        int64_t rows[4], in[4], begin[4], end[4];
+        fptq_linear_group_members((fptq_linear_group)g, &first, &count);
+        for (int i = 0; i < count; i++)
+            fptq_linear_shape(c, (fptq_linear_id)(first + i), &rows[i], &in[i]);
+        shard_split_rows(rows, count, members, member, begin, end);
+        for (int i = 0; i < count; i++)
+            most = (end[i] - begin[i]) * in[i] > most ? (end[i] - begin[i]) * in[i] : most;
+    }
+    return most;
+}
+
 fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_collectives *coll,
                            const fptq_collectives *dcoll, const fptq_recipe *r, const llama_config *c)
 {
@@ -354,11 +371,16 @@ fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_coll
         fptq_linear_shape(c, (fptq_linear_id)id, &out, &in);
         FPTQ_TRY(fptq_calloc((size_t)(out * quant_n_groups(&r->weight, in)), sizeof(float), "AWQ clips", &j->clip[id]));
     }
-    for (int g = 0; g < LGROUP_COUNT; g++)
-        FPTQ_TRY(be->stats_init(gcols[g], &j->stats[g]));
+    /* one group's statistics at a time: each group's are views of one buffer of the widest */
+    FPTQ_TRY(be->stats_init(max_cols, &j->stats_buf));
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        j->stats[g] = j->stats_buf;
+        j->stats[g].cols = gcols[g];
+    }
+    const int64_t share = layer_job_max_share(c, coll->size, coll->rank);
     const size_t f = sizeof(float);
-    FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "weight copy", (void **)&j->Wf));
-    FPTQ_TRY(be->mem_alloc((size_t)max_w * f, "quantized rows", (void **)&j->Qpart));
+    FPTQ_TRY(be->mem_alloc((size_t)share * f, "weight rows copy", (void **)&j->Wf));
+    FPTQ_TRY(be->mem_alloc((size_t)share * f, "quantized rows", (void **)&j->Qpart));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel |x| sums", &j->abs_sum));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(float), "channel |x| maxima", &j->abs_max));
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(float), "channel scales", &j->scale));
@@ -374,9 +396,8 @@ void layer_job_free(layer_job *j)
 {
     const fptq_backend *be = j->be;
     if (be) {
-        for (int g = 0; g < LGROUP_COUNT; g++)
-            if (j->stats[g].cols)
-                be->stats_free(&j->stats[g]);
+        if (j->stats_buf.cols)
+            be->stats_free(&j->stats_buf);
         be->mem_free(j->Wf);
         be->mem_free(j->Qpart);
         be->gptq_release(j->gptq_plan);

@@ -29,11 +29,13 @@ typedef struct layer_job {
     ckpt_layer *out;             /* filled group by group */
     int awq_search_only;         /* AWQ pass 1: search and fold, quantize nothing */
     float *clip[LIN_COUNT];      /* host: AWQ clip ratios per linear, from pass 1 */
-    linear_stats stats[LGROUP_COUNT]; /* of each group's input (backend memory) */
+    linear_stats stats[LGROUP_COUNT]; /* of each group's input: views of stats_buf, one group at a time */
+    linear_stats stats_buf;      /* backend memory, sized for the widest group */
     double *abs_sum;             /* host copies of the group's summed statistics */
     float *abs_max;
     float *H;                    /* the group in hand's Hessian: its statistics' xtx, scaled in place */
-    float *Wf, *Qpart;           /* backend: this rank's original rows, their dequantized form */
+    float *Wf, *Qpart;           /* backend: this rank's original rows, their dequantized form
+                                  * (sized for its largest share, layer_job_max_share) */
     float *scale;                /* host: channel scales */
     float *Xs;                   /* host, AWQ: the token subsample gathered from every rank */
     double *abs_mean;
@@ -45,6 +47,9 @@ typedef struct layer_job {
 fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_collectives *coll,
                            const fptq_collectives *dcoll, const fptq_recipe *r, const llama_config *c);
 void layer_job_free(layer_job *j);
+/* Elements of the largest piece of one linear that member `member` of
+ * `members` quantizes (its rows of it times the columns). */
+int64_t layer_job_max_share(const llama_config *c, int members, int member);
 
 /* Calibrates and quantizes layer l, whose fp weights are in lw (host) and dl
  * (the backend's), on a copy of the layer input x (xw receives the layer's

@@ -562,53 +562,70 @@ static fptq_status plan_stages(job *J)
     return FPTQ_OK;
 }
 
-/* The backend memory this rank holds, by part (a lower bound: the
- * libraries' own workspaces aside), checked against what the device has
- * free before anything is allocated, so that a job that cannot fit says why
- * at once instead of failing at its first large allocation. */
+void fptq_quantize_device_estimate(const llama_config *c, int64_t samples, int64_t seqlen, int per_stage, int member,
+                                   int slots, fptq_device_estimate *e)
+{
+    const double f = 4.0, H = (double)c->hidden_size, I = (double)c->intermediate_size;
+    const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
+    const int64_t rows = samples * seqlen;
+    int64_t mc, mw, gcols[LGROUP_COUNT];
+    fptq_layer_extents(c, &mc, &mw, gcols);
+    const double max_cols = (double)mc, r = (double)rows;
+    const double share = (double)layer_job_max_share(c, per_stage, member);
+    memset(e, 0, sizeof *e);
+    e->slots = slots;
+    e->activations = 2.0 * r * H * f;
+    e->workspace = (r * (2.0 * H + 2.0 * q + 2.0 * kv + I) + (double)fptq_forward_up_rows(0, c, rows) * I) * f;
+    e->weights = (double)slots * (double)shard_layer_params(c) * f;
+    e->statistics = max_cols * max_cols * f + max_cols * 12.0; /* one group's at a time */
+    /* this rank's rows of a linear (Wf, Qpart, GPTQ's work copy), GPTQ's
+     * factor, the proxy loss's scratch (row chunks of 2^27 elements) and
+     * attention's (2^28 scores at most) */
+    const double T = (double)seqlen, nkv = (double)c->num_key_value_heads;
+    const double loss_scratch = 2.0 * f * (share < 134217728.0 ? share : 134217728.0);
+    const double attn_scratch = f * (nkv * T * T < 268435456.0 ? nkv * T * T : 268435456.0);
+    e->quantizer = 3.0 * share * f + max_cols * max_cols * f + loss_scratch + attn_scratch;
+    e->total = e->activations + e->workspace + e->weights + e->statistics + e->quantizer;
+}
+
+void fptq_device_estimate_text(const fptq_device_estimate *e, char *buf, size_t cap)
+{
+    char b[5][32];
+    const double v[5] = {e->activations, e->workspace, e->weights, e->statistics, e->quantizer};
+    for (int i = 0; i < 5; i++)
+        fptq_format_bytes(v[i], b[i], sizeof b[i]);
+    snprintf(buf, cap, "activations %s, forward workspace %s, %d layer buffer(s) %s, statistics %s, quantizer %s",
+             b[0], b[1], e->slots, b[2], b[3], b[4]);
+}
+
+/* The backend memory this rank holds (fptq_quantize_device_estimate),
+ * checked against what the device has free before anything is allocated,
+ * so that a job that cannot fit says why at once instead of failing at its
+ * first large allocation. */
 static fptq_status check_device_memory(job *J, int64_t rows)
 {
     const fptq_backend *be = J->be;
     if (be->host_memory || !be->mem_info)
         return FPTQ_OK;
-    const llama_config *c = &J->m.cfg;
-    const double f = 4.0, H = (double)c->hidden_size, I = (double)c->intermediate_size;
-    const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
     const char *env = getenv("FPTQ_PREFETCH");
-    const int slots = env && strcmp(env, "0") == 0 ? 1 : 2;
-    int64_t mc, mw, gcols[LGROUP_COUNT];
-    fptq_layer_extents(c, &mc, &mw, gcols);
-    const double max_cols = (double)mc, max_w = (double)mw;
-    double stats = 0.0;
-    for (int g = 0; g < LGROUP_COUNT; g++)
-        stats += (double)gcols[g] * (double)gcols[g] * f + (double)gcols[g] * 12.0;
-    const double r = (double)rows;
-    const double acts = 2.0 * r * H * f;
-    const double ws = r * (2.0 * H + 2.0 * q + 2.0 * kv + 2.0 * I) * f;
-    const double weights = (double)slots * (double)shard_layer_params(c) * f;
-    /* Wf and Qpart, GPTQ's factor and work copy, the proxy loss's scratch
-     * (row chunks of 2^27 elements) and attention's (2^28 scores at most) */
-    const double T = (double)J->T, nkv = (double)c->num_key_value_heads;
-    const double loss_scratch = 2.0 * f * (max_w < 134217728.0 ? max_w : 134217728.0);
-    const double attn_scratch = f * (nkv * T * T < 268435456.0 ? nkv * T * T : 268435456.0);
-    const double quant = 3.0 * max_w * f + max_cols * max_cols * f + loss_scratch + attn_scratch;
-    const double need = acts + ws + weights + stats + quant;
+    fptq_device_estimate e;
+    fptq_quantize_device_estimate(&J->m.cfg, J->n_seq, J->T, J->per_stage, J->member,
+                                  env && strcmp(env, "0") == 0 ? 1 : 2, &e);
     size_t free_b = 0, total_b = 0;
     FPTQ_TRY(be->mem_info(&free_b, &total_b));
-    char b[8][32], parts[512];
-    const double v[8] = {acts, ws, weights, stats, quant, need, (double)free_b, (double)total_b};
-    for (int i = 0; i < 8; i++)
-        fptq_format_bytes(v[i], b[i], sizeof b[i]);
-    snprintf(parts, sizeof parts, "activations %s, forward workspace %s, %d layer buffer(s) %s, statistics %s, quantizer %s",
-             b[0], b[1], slots, b[2], b[3], b[4]);
-    if (need > (double)free_b)
+    char parts[512], need[32], fr[32], tot[32];
+    fptq_device_estimate_text(&e, parts, sizeof parts);
+    fptq_format_bytes(e.total, need, sizeof need);
+    fptq_format_bytes((double)free_b, fr, sizeof fr);
+    fptq_format_bytes((double)total_b, tot, sizeof tot);
+    if (e.total > (double)free_b)
         return FPTQ_FAIL(FPTQ_ERR_NOMEM,
                          "rank %d: the GPU has %s of %s free, and this rank needs at least %s (%s) for %lld "
                          "calibration tokens; use more ranks per stage (each holds fewer samples), fewer "
                          "--calib-samples, or FPTQ_PREFETCH=0 (one layer buffer)",
-                         J->rank, b[6], b[7], b[5], parts, (long long)rows);
+                         J->rank, fr, tot, need, parts, (long long)rows);
     if (J->o->progress && J->rank == 0)
-        fptq_info("device memory: about %s of %s free (%s)", b[5], b[6], parts);
+        fptq_info("device memory: about %s of %s free (%s)", need, fr, parts);
     return FPTQ_OK;
 }
 

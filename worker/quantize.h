@@ -76,4 +76,19 @@ fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const 
 fptq_status fptq_calib_samples(const fptq_tokens *t, int64_t n_samples, int64_t seq_len, const char *path,
                                int32_t **ids);
 
+/* The memory of the backend's device that fptq quantize holds on one rank,
+ * by part, in bytes: a lower bound (the CUDA libraries' own workspaces
+ * aside) for `samples` samples of `seqlen` tokens on member `member` of a
+ * stage of `per_stage` ranks, with `slots` layer buffers (2 streaming, 1
+ * with FPTQ_PREFETCH=0). quantize checks it against the GPU's free memory;
+ * fptq plan prints it beside its design figure. */
+typedef struct fptq_device_estimate {
+    double activations, workspace, weights, statistics, quantizer, total;
+    int slots;
+} fptq_device_estimate;
+void fptq_quantize_device_estimate(const llama_config *c, int64_t samples, int64_t seqlen, int per_stage, int member,
+                                   int slots, fptq_device_estimate *e);
+/* "activations 4.00 GiB, forward workspace ..., quantizer ..." */
+void fptq_device_estimate_text(const fptq_device_estimate *e, char *buf, size_t cap);
+
 #endif

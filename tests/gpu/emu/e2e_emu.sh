@@ -70,6 +70,11 @@ cuda=$(line_of --model "$ex/stories260K" --windows 4 --backend cuda)
 pc=$(ppl_of "$cpu") pg=$(ppl_of "$cuda")
 within "$pg" "$pc" 1e-6
 check "eval --backend cuda (emulated): ppl $pg vs cpu $pc, within 1e-6" $? "cuda: $cuda | cpu: $cpu"
+# the MLP's up projection in chunks of 100 rows (as on a device short of memory)
+chunked=$(FPTQ_TEST_UP_ROWS=100 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
+pu=$(ppl_of "$chunked")
+within "$pu" "$pc" 1e-6
+check "eval --backend cuda, up projection in chunks of 100 rows: ppl $pu, within 1e-6" $? "$chunked"
 
 # --- quantize: each recipe on both backends, both checkpoints evaluated on the CPU ---
 table="recipe | cpu ppl | cuda (emulated) ppl | difference"
