@@ -22,16 +22,20 @@
 #   - an interrupted and resumed cuda run: the uninterrupted run's digest.
 # It shows that the device path is wired right; GPU speed and the GPU's own
 # arithmetic only tests/gpu/device_check.sh on a GPU shows.
-# usage: e2e_emu.sh SOURCE_DIR BUILD_DIR EXAMPLES_DIR
+# usage: e2e_emu.sh SOURCE_DIR BUILD_DIR EXAMPLES_DIR [CMAKE_ARGS...]
+# (CMAKE_ARGS for the emulated build, e.g. -DFPTQ_SANITIZE=ON: the ASan pass
+# of CI runs the device path under AddressSanitizer this way)
 set -u
 src=$1
 bld=$2
 ex=$3
+shift 3
+extra=("$@")
 . "$src/tests/testlib.sh"
 export OPENBLAS_NUM_THREADS=1
 
 t0=$(date +%s)
-if ! { cmake -S "$src" -B "$bld" -DFPTQ_CUDA=EMU -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$tmp/cfg.log" 2>&1 &&
+if ! { cmake -S "$src" -B "$bld" -DFPTQ_CUDA=EMU -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo "${extra[@]}" >"$tmp/cfg.log" 2>&1 &&
        cmake --build "$bld" -j2 --target fptq >"$tmp/build.log" 2>&1; }; then
     cat "$tmp/cfg.log" "$tmp/build.log" | tail -30
     echo "FAIL: the FPTQ_CUDA=EMU build"
@@ -132,7 +136,9 @@ check "--max-layers 2, then --resume (cuda): the uninterrupted digest" $? "rc=$r
 
 # --- two ranks: statistics summed through the host (no NCCL in the emulation) ---
 if command -v mpirun >/dev/null; then
-    mpi2() { timeout -s KILL 300 mpirun --allow-run-as-root --oversubscribe -np 2 -x OPENBLAS_NUM_THREADS=1 "$@"; }
+    # Open MPI's runtime leaks where LeakSanitizer cannot attribute it (tests/CMakeLists.txt)
+    mpi2() { ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 timeout -s KILL 300 mpirun --allow-run-as-root --oversubscribe \
+        -np 2 -x OPENBLAS_NUM_THREADS=1 -x ASAN_OPTIONS "$@"; }
     mpi2 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --backend cuda \
         --out "$tmp/np2-cuda" >"$tmp/np2.log" 2>&1
     check "mpirun -np 2 quantize --backend cuda (emulated)" $? "$(tail -8 "$tmp/np2.log")"
