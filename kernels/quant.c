@@ -4,6 +4,7 @@
  * IST-DASLab/gptq GPTQ.fasterquant (W, H, Hinv, Q, Err1, Losses, lazy blocks).
  */
 #include "quant.h"
+#include "quant_scalar.h"
 
 #include <cblas.h>
 #include <lapacke.h>
@@ -41,8 +42,7 @@ int64_t quant_n_groups(const quant_spec *s, int64_t cols)
     return cols / s->group_size + (cols % s->group_size != 0);
 }
 
-fptq_status quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols, int with_g_idx,
-                               quant_tensor *q)
+fptq_status quant_tensor_shape(const quant_spec *s, int64_t rows, int64_t cols, quant_tensor *q)
 {
     memset(q, 0, sizeof *q);
     FPTQ_TRY(quant_spec_check(s));
@@ -53,6 +53,13 @@ fptq_status quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols, 
     q->rows = rows;
     q->cols = cols;
     q->n_groups = quant_n_groups(s, cols);
+    return FPTQ_OK;
+}
+
+fptq_status quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols, int with_g_idx,
+                               quant_tensor *q)
+{
+    FPTQ_TRY(quant_tensor_shape(s, rows, cols, q));
     fptq_status st;
     FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * cols), 1, "quantized codes", &q->codes), st, fail);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)(rows * q->n_groups), sizeof(float), "quantization scales",
@@ -116,35 +123,6 @@ void quant_dequantize(const quant_tensor *q, float *W)
 
 /* ---- INT min-max fit and RTN ------------------------------------------------ */
 
-/* The fit from a group's range, shared by quant_fit_int and GPTQ's in-block
- * fit so that GPTQ with H = I reproduces RTN bit for bit. xmin <= 0 <= xmax. */
-static void fit_range(float xmin, float xmax, int bits, int sym, float clip_ratio, float *scale,
-                      int32_t *zero)
-{
-    const int32_t maxq = (1 << bits) - 1;
-    xmin *= clip_ratio;
-    xmax *= clip_ratio;
-    float s;
-    int32_t z;
-    if (sym) {
-        /* GPTQ's find_params keeps xmin = 0 when a group has no negative value,
-         * which halves the usable range; quant.h asks for 2 max|w| always. */
-        const float amax = -xmin > xmax ? -xmin : xmax;
-        s = 2.0f * amax / (float)maxq;
-        z = 1 << (bits - 1);
-        if (!(s > 0.0f) || !isfinite(s))
-            s = 1.0f;
-    } else {
-        s = (xmax - xmin) / (float)maxq;
-        if (!(s > 0.0f) || !isfinite(s))
-            s = 1.0f;
-        const float zf = nearbyintf(-xmin / s);
-        z = zf < 0.0f ? 0 : zf > (float)maxq ? maxq : (int32_t)zf;
-    }
-    *scale = s;
-    *zero = z;
-}
-
 void quant_fit_int(const float *w, int64_t n, int64_t stride, int bits, int sym, float clip_ratio,
                    float *scale, int32_t *zero)
 {
@@ -154,15 +132,12 @@ void quant_fit_int(const float *w, int64_t n, int64_t stride, int bits, int sym,
         xmin = v < xmin ? v : xmin;
         xmax = v > xmax ? v : xmax;
     }
-    fit_range(xmin, xmax, bits, sym, clip_ratio, scale, zero);
+    qs_fit_range(xmin, xmax, bits, sym, clip_ratio, scale, zero);
 }
 
 uint8_t quant_int_code(float w, float scale, int32_t zero, int bits)
 {
-    const float maxq = (float)((1 << bits) - 1);
-    const float v = nearbyintf(w / scale) + (float)zero;
-    /* written so that NaN lands on 0 */
-    return (uint8_t)(v > 0.0f ? (v < maxq ? v : maxq) : 0.0f);
+    return qs_int_code(w, scale, zero, bits);
 }
 
 /* scale = max|w| / 448 per row: the largest weight lands on E4M3's largest finite. */
@@ -261,55 +236,10 @@ void quant_unpack_int32(const int32_t *packed, int64_t rows, int64_t cols, int b
 
 /* ---- FP8 E4M3 ------------------------------------------------------------------- */
 
-static uint32_t f32_bits(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    return u;
-}
+/* (the arithmetic is kernels/quant_scalar.h's, shared with the GPU) */
+uint8_t fp8_e4m3_from_f32(float x) { return qs_fp8_e4m3_from_f32(x); }
 
-static float f32_from_bits(uint32_t u)
-{
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
-uint8_t fp8_e4m3_from_f32(float x)
-{
-    const uint32_t u = f32_bits(x);
-    const uint8_t sign = (uint8_t)((u >> 24) & 0x80u);
-    if (isnan(x))
-        return 0x7F;
-    const float a = fabsf(x);
-    /* RNE sends [448, 464) to 448 and beyond to 480, which E4M3fn lacks:
-     * saturate; infinities too, as CUDA's __NV_SATFINITE conversion does */
-    if (a >= 448.0f)
-        return sign | 0x7E;
-    if (a < 0x1p-6f) {
-        /* subnormals are multiples of 2^-9; the scaling is exact, and a result
-         * of 8 is the smallest normal, whose bits are again 8 */
-        return sign | (uint8_t)nearbyintf(a * 0x1p9f);
-    }
-    /* normal: drop 20 of fp32's 23 mantissa bits with round-half-even; a
-     * carry out of the mantissa moves into the exponent, as it should */
-    const uint32_t ua = u & 0x7FFFFFFFu;
-    const uint32_t rounded = ua + 0x7FFFFu + ((ua >> 20) & 1u);
-    return sign | (uint8_t)((rounded >> 20) - ((127u - 7u) << 3));
-}
-
-float fp8_e4m3_to_f32(uint8_t b)
-{
-    const uint32_t sign = (uint32_t)(b & 0x80u) << 24;
-    const uint32_t exp = (b >> 3) & 0xFu, man = b & 7u;
-    if (exp == 15 && man == 7)
-        return NAN;
-    if (exp == 0) {
-        const float v = (float)man * 0x1p-9f;
-        return sign ? -v : v;
-    }
-    return f32_from_bits(sign | ((exp + 127u - 7u) << 23) | (man << 20));
-}
+float fp8_e4m3_to_f32(uint8_t b) { return qs_fp8_e4m3_to_f32(b); }
 
 /* ---- activation fake-quant ---------------------------------------------------- */
 
@@ -485,7 +415,7 @@ static void gptq_fit_group_tile(const gptq_ctx *x, int64_t i1, int64_t i2, int64
     for (int64_t r = 0; r < nr; r++) {
         float s;
         int32_t z;
-        fit_range(xmin[r], xmax[r], x->bits, x->sym, 1.0f, &s, &z);
+        qs_fit_range(xmin[r], xmax[r], x->bits, x->sym, 1.0f, &s, &z);
         x->q->scales[(r0 + r) * x->ng + g] = s;
         x->q->zeros[(r0 + r) * x->ng + g] = z;
         scale[r] = s;

@@ -39,6 +39,8 @@ typedef struct quant_tensor {
 
 fptq_status quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols, int with_g_idx,
                                quant_tensor *q);
+/* The checks and fields of quant_tensor_alloc, no arrays (for other allocators). */
+fptq_status quant_tensor_shape(const quant_spec *s, int64_t rows, int64_t cols, quant_tensor *q);
 void quant_tensor_free(quant_tensor *q);
 /* Group of column c: g_idx[c], or c / group_size (0 for per-row). */
 int64_t quant_group_of(const quant_tensor *q, int64_t c);

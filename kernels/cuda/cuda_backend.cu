@@ -747,7 +747,7 @@ static fptq_status cuda_add(float *x, const float *y, int64_t n)
 
 /* ---- activation fake-quant ------------------------------------------------------------------------------ */
 
-#include "fp8_e4m3.cuh"
+#include "../quant_scalar.h"
 
 __device__ __forceinline__ float int8_fq(float x, float s)
 {
@@ -767,7 +767,7 @@ __global__ void act_fp8_static_kernel(float *X, int64_t n, float s)
 {
     for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
          i += (int64_t)gridDim.x * blockDim.x)
-        X[i] = __fmul_rn(fp8_e4m3_to_f32_dev(fp8_e4m3_from_f32_dev(__fdiv_rn(X[i], s))), s);
+        X[i] = __fmul_rn(qs_fp8_e4m3_to_f32(qs_fp8_e4m3_from_f32(__fdiv_rn(X[i], s))), s);
 }
 
 /* one block per row: the row's max |x| / 127 is its scale */

@@ -6,7 +6,7 @@
  * factor and cuBLAS's sums round differently from LAPACK's and OpenBLAS's.
  */
 #include "cuda_common.cuh"
-#include "fp8_e4m3.cuh"
+#include "../quant_scalar.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -161,15 +161,7 @@ extern "C" fptq_status fptq_cuda_stats_hessian(const linear_stats *s, float *H)
 extern "C" fptq_status fptq_cuda_quant_tensor_alloc(const quant_spec *s, int64_t rows, int64_t cols,
                                                     int with_g_idx, quant_tensor *q)
 {
-    memset(q, 0, sizeof *q);
-    FPTQ_TRY(quant_spec_check(s));
-    if (rows <= 0 || cols <= 0 || rows > INT64_MAX / cols)
-        return FPTQ_FAIL(FPTQ_ERR_ARG, "quant: bad tensor shape [%lld, %lld]", (long long)rows,
-                         (long long)cols);
-    q->spec = *s;
-    q->rows = rows;
-    q->cols = cols;
-    q->n_groups = quant_n_groups(s, cols);
+    FPTQ_TRY(quant_tensor_shape(s, rows, cols, q));
     fptq_status st;
     int32_t *g = NULL;
     FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)(rows * cols), "quantized codes (GPU)", (void **)&q->codes),
@@ -281,14 +273,14 @@ __global__ void rtn_int_kernel(const float *W, int64_t rows, int64_t cols, int64
         xmax = warp_max_f(xmax);
         float s;
         int32_t z;
-        fit_range_dev(xmin, xmax, bits, sym, clip ? clip[r * ng + g] : 1.0f, &s, &z);
+        qs_fit_range(xmin, xmax, bits, sym, clip ? clip[r * ng + g] : 1.0f, &s, &z);
         if (lane == 0) {
             scales[r * ng + g] = s;
             zeros[r * ng + g] = z;
         }
         if (codes)
             for (int64_t c = c0 + lane; c < c1; c += 32)
-                codes[r * cols + c] = quant_int_code_dev(w[c], s, z, bits);
+                codes[r * cols + c] = qs_int_code(w[c], s, z, bits);
     }
 }
 
@@ -312,7 +304,7 @@ __global__ void rtn_fp8_kernel(const float *W, int64_t rows, int64_t cols, const
         if (lane == 0)
             scales[r] = s;
         for (int64_t c = lane; c < cols; c += 32)
-            codes[r * cols + c] = fp8_e4m3_from_f32_dev(__fdiv_rn(w[c], s));
+            codes[r * cols + c] = qs_fp8_e4m3_from_f32(__fdiv_rn(w[c], s));
     }
 }
 
@@ -367,7 +359,7 @@ __global__ void dequantize_kernel(const uint8_t *codes, const float *scales, con
         const int64_t g = g_idx ? g_idx[c] : c / gs;
         const float s = scales[r * ng + g];
         W[idx] = is_int ? __fmul_rn((float)((int32_t)codes[idx] - zeros[r * ng + g]), s)
-                        : __fmul_rn(fp8_e4m3_to_f32_dev(codes[idx]), s);
+                        : __fmul_rn(qs_fp8_e4m3_to_f32(codes[idx]), s);
     }
 }
 
@@ -453,13 +445,13 @@ extern "C" fptq_status fptq_cuda_quant_unpack_int32(const int32_t *packed, int64
 __global__ void fp8_from_f32_kernel(const float *x, int64_t n, uint8_t *y)
 {
     GRID_STRIDE(i, n)
-    y[i] = fp8_e4m3_from_f32_dev(x[i]);
+    y[i] = qs_fp8_e4m3_from_f32(x[i]);
 }
 
 __global__ void fp8_to_f32_kernel(const uint8_t *x, int64_t n, float *y)
 {
     GRID_STRIDE(i, n)
-    y[i] = fp8_e4m3_to_f32_dev(x[i]);
+    y[i] = qs_fp8_e4m3_to_f32(x[i]);
 }
 
 extern "C" fptq_status fptq_cuda_fp8_from_f32(const float *x, int64_t n, uint8_t *y)
@@ -643,7 +635,7 @@ __global__ void gptq_block_kernel(gptq_kargs a, int use_shared)
                         xmax = v > xmax ? v : xmax;
                     }
                     int32_t z;
-                    fit_range_dev(xmin, xmax, a.bits, a.sym, 1.0f, &scale, &z);
+                    qs_fit_range(xmin, xmax, a.bits, a.sym, 1.0f, &scale, &z);
                     a.scales[r * ng + j / gs] = scale;
                     a.zeros[r * ng + j / gs] = z;
                     zero = (float)z;
