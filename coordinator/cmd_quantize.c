@@ -42,9 +42,13 @@ static void quantize_usage(FILE *f)
             "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration)\n"
             "  --max-layers K         each stage stops cleanly after K more layers (exit status 3, resumable)\n"
             "                         (SIGTERM and SIGUSR1 do the same after the layers in flight)\n"
-            "  --backend NAME         cpu | cuda | auto (default auto)\n"
+            "  --backend NAME         cpu | cuda | auto (default auto: the GPU of the node-local rank where\n"
+            "                         one is usable, else the CPU)\n"
             "  --json                 print one JSON object as the summary\n"
             "  --quiet | --verbose\n"
+            "\n"
+            "Environment: FPTQ_PREFETCH=0 keeps one layer buffer on the GPU (no streaming of the\n"
+            "next layer); FPTQ_NCCL=0 reduces statistics through the host (MPI) instead of NCCL.\n"
             "\n"
             "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
 }
