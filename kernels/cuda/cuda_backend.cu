@@ -365,6 +365,8 @@ static fptq_status cuda_upload_async(void *dst, const void *src, size_t bytes, i
         return FPTQ_OK;
     cuda_ctx *c;
     FPTQ_TRY(cuda_ctx_get(&c));
+    /* the calling thread may be the layer loader: the current device is per thread */
+    cudaCheck(cudaSetDevice(c->device));
     /* dst may still be read by ops queued before the slot's mark */
     cudaCheck(cudaStreamWaitEvent(c->copy_stream, c->marks[slot & 1], 0));
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->copy_stream));
