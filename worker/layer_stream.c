@@ -42,6 +42,7 @@ static void *loader_main(void *arg)
 {
     fptq_layer_stream *s = arg;
     const int k = s->loading;
+    const double t0 = fptq_now();
     fptq_status st = fptq_layer_load(s->m, s->loading_layer, &s->host[k]);
     if (st == FPTQ_OK)
         st = fptq_dev_layer_upload_async(&s->dev[k], &s->m->cfg, &s->host[k], k);
@@ -50,6 +51,7 @@ static void *loader_main(void *arg)
         fptq_clear_error();
     }
     s->thread_status = st;
+    s->load_seconds = fptq_now() - t0;
     return NULL;
 }
 
@@ -58,7 +60,10 @@ static fptq_status join_loader(fptq_layer_stream *s)
 {
     if (!s->thread_live)
         return FPTQ_OK;
+    const double t0 = fptq_now();
     pthread_join(s->thread, NULL);
+    fptq_debug("layer %lld: converted and queued for upload in %.2f s beside the work; waited %.2f s for it",
+               (long long)s->loading_layer, s->load_seconds, fptq_now() - t0);
     s->thread_live = 0;
     if (s->thread_status != FPTQ_OK) {
         s->holds[s->loading] = -1;

@@ -31,6 +31,7 @@ typedef struct fptq_layer_stream {
     int thread_live, loading;
     int64_t loading_layer;
     fptq_status thread_status;
+    double load_seconds;           /* the loader's last conversion, for the debug log */
     char thread_error[1024];
 } fptq_layer_stream;
 
