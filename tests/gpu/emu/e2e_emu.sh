@@ -134,6 +134,12 @@ full=$(digest_of "$tmp/gptq-w4-cuda")
 [ $rc -eq 3 ] && [ $rc2 -eq 0 ] && [ -n "$full" ] && [ "$(digest_of "$tmp/res")" = "$full" ]
 check "--max-layers 2, then --resume (cuda): the uninterrupted digest" $? "rc=$rc rc2=$rc2 $(tail -3 "$tmp/res2.log")"
 
+# --- streaming changes nothing: one layer buffer (FPTQ_PREFETCH=0) gives the same checkpoint ---
+FPTQ_PREFETCH=0 "$fptq" quantize "${calib[@]}" --quiet "${gptq[@]}" --out "$tmp/noprefetch" >"$tmp/np.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && [ "$(digest_of "$tmp/noprefetch")" = "$full" ]
+check "FPTQ_PREFETCH=0 (no loader thread, one GPU buffer): the same digest" $? "rc=$rc $(tail -3 "$tmp/np.log")"
+
 # --- two ranks: statistics summed through the host (no NCCL in the emulation) ---
 if command -v mpirun >/dev/null; then
     # Open MPI's runtime leaks where LeakSanitizer cannot attribute it (tests/CMakeLists.txt)
