@@ -195,6 +195,20 @@ if [ -n "$FPTQ" ] && [ -x "$FPTQ" ]; then
     else
         E2E_CUDA="FAILED (rc=$crc): $(grep -m1 -i 'error' "$tmp/cuda.out" | cut -c1-220)"
     fi
+    # the second stream's ordering: one layer buffer, nothing overlapped, must give the same checkpoint
+    E2E_PREFETCH="not run"
+    if [ $crc -eq 0 ]; then
+        echo "== quantize --backend cuda, FPTQ_PREFETCH=0" >>"$OUTDIR/e2e.log"
+        FPTQ_PREFETCH=0 run_with_deps timeout 120 "$FPTQ" quantize "${qargs[@]}" --backend cuda --out "$tmp/cuda1" \
+            >>"$OUTDIR/e2e.log" 2>&1
+        d2=$(run_with_deps "$FPTQ" inspect "$tmp/cuda" | sed -n 's/^digest *//p')
+        d1=$(run_with_deps "$FPTQ" inspect "$tmp/cuda1" | sed -n 's/^digest *//p')
+        if [ -n "$d1" ] && [ "$d1" = "$d2" ]; then
+            E2E_PREFETCH="PASS: the streaming run's digest ${d2:0:16}"
+        else
+            E2E_PREFETCH="FAIL: digests differ (streaming ${d2:0:16}, one buffer ${d1:0:16}); see e2e.log"
+        fi
+    fi
     # eval of the fp model on the GPU against the CPU (fp32 both: the same to ~1e-5)
     echo "== eval --backend cpu / cuda, fp model" >>"$OUTDIR/e2e.log"
     fp_args=(--model "$ex/stories260K" "${eargs[@]}")
@@ -229,6 +243,7 @@ else
 fi
 step "e2e stories260K --backend cpu" "$E2E_CPU" $(($(date +%s) - t0))
 step "e2e stories260K --backend cuda" "$E2E_CUDA" 0
+step "e2e cuda streaming vs FPTQ_PREFETCH=0" "${E2E_PREFETCH:-not run}" 0
 step "e2e eval fp model --backend cuda" "${E2E_EVAL:-not run}" 0
 step "e2e 2 ranks on the GPU (staged)" "${E2E_NP2:-not run}" 0
 say "e2e: cpu: $E2E_CPU; cuda: $E2E_CUDA; eval: ${E2E_EVAL:-not run}; 2 ranks: ${E2E_NP2:-not run}"
