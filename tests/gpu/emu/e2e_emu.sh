@@ -49,15 +49,17 @@ calib=(--model "$ex/stories260K" --calib "$ex/tinystories.tok512.npy" --calib-sa
 line_of() { "$fptq" eval "$@" "${tokens[@]}" --quiet 2>&1 | tail -1; }
 ppl_of() { sed -n 's/.* ppl=\([0-9.]*\)$/\1/p' <<<"$1"; }
 within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a / b - 1; exit !(a > 0 && b > 0 && d < t && d > -t) }'; }
-# layer 0's losses of the linears whose input both runs share exactly
-# (down_proj reads gate/up's quantized output), relative difference <= tol
-losses0_close() { # ckpt_a ckpt_b tol
-    python3 - "$1" "$2" "$3" "$fptq" <<'PY'
+# a layer's losses of the linears whose input both runs share exactly
+# (down_proj reads gate/up's quantized output), relative difference <= tol;
+# the layer is 0, or the given one (the first of a later stage, whose input
+# is the full-precision pre-pass's with --propagate stage)
+losses0_close() { # ckpt_a ckpt_b tol [layer]
+    python3 - "$1" "$2" "$3" "$fptq" "${4:-0}" <<'PY'
 import json, subprocess, sys
-a, b, tol, fptq = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+a, b, tol, fptq, layer = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 def losses(ck):
     d = json.loads(subprocess.run([fptq, "inspect", ck, "--json"], capture_output=True, text=True, check=True).stdout)
-    return d["layers"][0]["manifest"]["losses"]
+    return d["layers"][layer]["manifest"]["losses"]
 la, lb = losses(a), losses(b)
 worst = 0.0
 for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"):
@@ -162,6 +164,34 @@ if command -v mpirun >/dev/null; then
     check "  2-rank cuda ppl $pg within 2% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
     table+=$'\n'$(awk -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$l2")" \
         'BEGIN { printf "gptq-w4, 2 ranks | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+
+    # two stages of one rank each, --propagate quantized: the activations go
+    # from stage to stage through host staging, and the computations are
+    # the one-rank run's, so is the checkpoint
+    mpi2 "$fptq" quantize "${calib[@]}" --quiet "${gptq[@]}" --stages 2 --out "$tmp/s2q" >"$tmp/s2q.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] && [ "$(digest_of "$tmp/s2q")" = "$full" ]
+    check "mpirun -np 2 --stages 2 (cuda): the one-rank run's digest" $? "rc=$rc $(tail -5 "$tmp/s2q.log")"
+    # --propagate stage: the full-precision pre-pass runs split over the two
+    # ranks (device halves staged through the host), and stage 1's first
+    # layer sees the same fp input on both backends
+    for be in cpu cuda; do
+        mpi2 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --backend "$be" \
+            --stages 2 --propagate stage --out "$tmp/s2s-$be" >"$tmp/s2s-$be.log" 2>&1
+        check "mpirun -np 2 --stages 2 --propagate stage --backend $be" $? "$(tail -8 "$tmp/s2s-$be.log")"
+    done
+    first1=$(sed -n 's/.*stage 1: layers \([0-9]*\)\.\..*/\1/p' "$tmp/s2s-cuda.log" | head -1)
+    [ -n "$first1" ] && [ "$first1" -gt 0 ]
+    check "  the layout names stage 1's first layer ($first1)" $? "$(head -4 "$tmp/s2s-cuda.log")"
+    worst=$(losses0_close "$tmp/s2s-cpu" "$tmp/s2s-cuda" 1e-3 "${first1:-0}")
+    check "  layer $first1 (stage 1's first, fp input) losses within 1e-3 of the cpu's (worst $worst)" $? "worst $worst"
+    lc=$(line_of --checkpoint "$tmp/s2s-cpu" --windows 8 --backend cpu)
+    lg=$(line_of --checkpoint "$tmp/s2s-cuda" --windows 8 --backend cpu)
+    pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
+    within "$pg" "$pc" 0.02
+    check "  --propagate stage: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
+    table+=$'\n'$(awk -v a="$pc" -v b="$pg" \
+        'BEGIN { printf "gptq-w4, 2 stages, --propagate stage | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
 fi
 echo "$table"
 echo "total $(($(date +%s) - t0)) s"
