@@ -4,8 +4,9 @@
 # .gpu-deps/debs (tests/gpu/fetch_debs.sh) where the system lacks them, run
 # the parity test, the end-to-end check (fptq quantize + eval on
 # stories260K, --backend cpu against --backend cuda, eval of the fp model on
-# both, 2 ranks sharing the GPU) and the layer benchmark, in under 8
-# minutes; logs and summary.md go to OUTDIR.
+# both, 2 ranks sharing the GPU) and the layer benchmark, then, with the
+# time left, fptq quantize itself at 70B layer shapes; in under 8 minutes;
+# logs and summary.md go to OUTDIR.
 #   tests/gpu/device_check.sh OUTDIR
 # With the run tool: carry [".gpu-deps/debs"], command "tests/gpu/device_check.sh $OUT".
 set -uo pipefail
@@ -269,6 +270,33 @@ else
 fi
 step benchmark "$bst" $(($(date +%s) - t0))
 say "benchmark: $bst"
+
+# ---- the worker at Llama-3.1-70B layer shapes (with what time is left) ------------------------------
+# fptq quantize --backend cuda itself on a synthetic 2-layer model of 70B
+# shapes: seconds per layer beside bench_layer_cuda's kernel-level phases
+# show the worker's own overhead (host steps, uploads, streaming).
+t0=$(date +%s)
+WORKER="not run ($(left) s left)"
+SYNTH="$BUILD/make_synthetic"
+if [ -n "$FPTQ" ] && [ "$(left)" -gt 120 ]; then
+    timeout 60 cmake --build "$BUILD" -j "$JOBS" --target make_synthetic >>"$OUTDIR/build.log" 2>&1
+    syn=$(mktemp -d)
+    if [ -x "$SYNTH" ] && run_with_deps timeout 60 "$SYNTH" "$syn/m" --hidden 8192 --layers 2 --intermediate 28672 \
+        --heads 64 --kv-heads 8 --vocab 2048 --tokens 40000 >"$OUTDIR/worker.log" 2>&1; then
+        run_with_deps timeout $(($(left) - 10)) "$FPTQ" quantize --model "$syn/m" --calib "$syn/m/tokens.npy" \
+            --calib-samples 16 --calib-seqlen 2048 --scheme w4a16 --method gptq --group-size 128 --backend cuda \
+            --verbose --out "$syn/q" >>"$OUTDIR/worker.log" 2>&1
+        wrc=$?
+        per=$(sed -n 's/.*layer \([0-9]*\)\/2 quantized in \([0-9.]*\) s.*/\2/p' "$OUTDIR/worker.log" | tr '\n' ' ')
+        mem=$(grep -m1 -o 'device memory: about [^(]*' "$OUTDIR/worker.log")
+        WORKER="$([ $wrc -eq 0 ] && echo ok || echo "FAILED rc=$wrc"): 16 x 2048 tokens, seconds per layer: ${per:-?}; ${mem:-}"
+    else
+        WORKER="not run: make_synthetic failed (worker.log)"
+    fi
+    rm -rf "$syn"
+fi
+step "worker, 70B layer shapes" "$WORKER" $(($(date +%s) - t0))
+say "worker: $WORKER"
 
 # ---- summary -------------------------------------------------------------------------------------------
 {
