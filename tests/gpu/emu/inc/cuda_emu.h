@@ -36,7 +36,12 @@ struct cudaFuncAttributes { int x; };
 typedef int cudaDataType;
 enum { CUDA_R_32F = 0, CUDA_R_16BF = 14 };
 
-inline cudaError_t cudaGetDeviceCount(int *n) { *n = 1; return 0; }
+// one device, or FPTQ_EMU_GPUS of them (all the same CPU; tests of one rank per GPU)
+inline cudaError_t cudaGetDeviceCount(int *n) {
+    const char *e = getenv("FPTQ_EMU_GPUS");
+    *n = e && atoi(e) > 0 ? atoi(e) : 1;
+    return 0;
+}
 inline cudaError_t cudaSetDevice(int) { return 0; }
 inline cudaError_t cudaStreamCreate(cudaStream_t *s) { *s = (void *)1; return 0; }
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return 0; }
