@@ -138,10 +138,12 @@ int cmd_eval(int argc, char **argv)
 
     fptq_eval_opts o = {.start = a.start, .seqlen = a.seqlen, .windows = a.windows, .batch = a.batch,
                         .progress = a.verbosity == 0 ? 0 : (a.verbosity == 2 || m.cfg.hidden_size >= 1024) ? 2 : 1};
+    char be_name[128];
+    fptq_backend_describe(be, be_name, sizeof be_name);
     if (a.verbosity)
         fptq_info("eval: %s, %lld layers, %lld windows x %lld tokens from %lld, backend %s", m.dir,
                   (long long)m.cfg.num_hidden_layers, (long long)a.windows, (long long)a.seqlen,
-                  (long long)a.start, be->name);
+                  (long long)a.start, be_name);
     FPTQ_TRY_GOTO(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), st, done);
 
     if (a.json)

@@ -74,6 +74,10 @@ void rope_table_free(rope_table *t)
 #ifdef FPTQ_HAVE_CUDA
 int fptq_cuda_device_count(char *why, size_t why_cap); /* kernels/cuda/cuda_backend.cu */
 fptq_status fptq_cuda_init(int device);                /* kernels/cuda/cuda_backend.cu */
+fptq_status fptq_cuda_set_gemm(const char *mode);
+const char *fptq_cuda_gemm_name(void);
+fptq_status fptq_cuda_device_info(char *name, size_t name_cap, size_t *free_bytes, size_t *total_bytes,
+                                  int *sm_count);
 extern const fptq_backend fptq_backend_cuda;          /* kernels/cuda/cuda_backend.cu */
 #endif
 
@@ -144,10 +148,38 @@ fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank)
     if (local_rank >= n)
         fptq_warn("node-local rank %d shares GPU %d with another rank (%d GPU(s) on this node)", local_rank, dev, n);
     fptq_status st = fptq_cuda_init(dev);
-    if (st != FPTQ_OK)
+    if (st != FPTQ_OK) {
         fptq_error_context("binding node-local rank %d to GPU %d", local_rank, dev);
-    return st;
+        return st;
+    }
+    const char *gemm = getenv("FPTQ_CUDA_GEMM");
+    if (gemm && *gemm) {
+        st = fptq_cuda_set_gemm(gemm);
+        if (st != FPTQ_OK) {
+            fptq_error_context("FPTQ_CUDA_GEMM");
+            return st;
+        }
+    }
+    char name[256] = "?";
+    size_t free_b = 0, total_b = 0;
+    int sms = 0;
+    if (fptq_cuda_device_info(name, sizeof name, &free_b, &total_b, &sms) == FPTQ_OK)
+        fptq_debug("node-local rank %d: GPU %d, %s, %.1f of %.1f GiB free, %d SMs, %s GEMMs", local_rank, dev, name,
+                   (double)free_b / 1073741824.0, (double)total_b / 1073741824.0, sms, fptq_cuda_gemm_name());
+    fptq_clear_error();
+    return FPTQ_OK;
 #else
     return FPTQ_FAIL(FPTQ_ERR_BACKEND, "backend %s: no device to bind in this build", be->name);
 #endif
+}
+
+void fptq_backend_describe(const fptq_backend *be, char *buf, size_t cap)
+{
+#ifdef FPTQ_HAVE_CUDA
+    if (!be->host_memory) {
+        snprintf(buf, cap, "%s (%s GEMMs)", be->name, fptq_cuda_gemm_name());
+        return;
+    }
+#endif
+    snprintf(buf, cap, "%s", be->name);
 }

@@ -132,11 +132,15 @@ const fptq_backend *fptq_backend_cuda_table(void);
 /* "cpu", "cuda" or "auto" (CUDA where a device is usable, else the CPU). */
 fptq_status fptq_backend_select(const char *name, const fptq_backend **out);
 
+/* "cpu", "cuda (fp32 GEMMs)": the backend as the progress lines name it. */
+void fptq_backend_describe(const fptq_backend *be, char *buf, size_t cap);
+
 /* GPUs on this node the backend can use (0 for host backends). */
 int fptq_backend_devices(const fptq_backend *be);
 
 /* Binds this process to its GPU before any other CUDA work: device
- * local_rank % (devices on the node). A no-op for host backends. */
+ * local_rank % (devices on the node), and FPTQ_CUDA_GEMM (fp32, tf32 or
+ * bf16: how `linear` multiplies; default fp32). A no-op for host backends. */
 fptq_status fptq_backend_bind(const fptq_backend *be, int local_rank);
 
 /* Whether a CUDA device can be used; on no, why (no CUDA build, no device). */

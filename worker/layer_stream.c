@@ -8,8 +8,10 @@
  * backend's work has passed the mark. Getting that layer joins the thread and
  * makes the backend's queue wait for the upload.
  */
+#define _POSIX_C_SOURCE 200809L /* pthread_sigmask */
 #include "layer_stream.h"
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +42,10 @@ fail:
  * which is thread-local) comes back through the stream. */
 static void *loader_main(void *arg)
 {
+    /* stop requests (SIGTERM, SIGUSR1) are the main thread's to take */
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL);
     fptq_layer_stream *s = arg;
     const int k = s->loading;
     const double t0 = fptq_now();

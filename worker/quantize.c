@@ -697,10 +697,12 @@ static fptq_status job_run(job *J)
     for (int64_t l = 0; l < L; l++)
         J->pending_at_start += !ckpt_layer_done(J->ck, l);
     if (o->progress && J->rank == 0) {
+        char be_name[128];
+        fptq_backend_describe(J->be, be_name, sizeof be_name);
         fptq_info("quantize: %s, %lld layers, %s %s g%lld%s, calibration %lld x %lld tokens, backend %s%s%s",
                   o->model_dir, (long long)L, J->r.scheme, fptq_method_name(J->r.method),
                   (long long)J->r.weight.group_size, J->r.act_order ? " act-order" : "",
-                  (long long)J->r.calib_samples, (long long)J->T, J->be->name,
+                  (long long)J->r.calib_samples, (long long)J->T, be_name,
                   J->dcoll_kind ? ", statistics reduced " : "",
                   J->dcoll_kind == 2 ? "with NCCL" : J->dcoll_kind == 1 ? "through the host (MPI)" : "");
         if (J->w && J->w->size > 1)

@@ -456,10 +456,34 @@ __global__ void bias_rows_kernel(float *Y, const float *bias, int64_t n, int64_t
         Y[i] = bias ? bias[i % out] : 0.0f;
 }
 
+/* How the table's `linear` multiplies (fptq_cuda_set_gemm): fp32 inputs and
+ * products (the default; the parity test's tolerances), TF32 tensor cores,
+ * or bf16 inputs with fp32 products and sums. */
+enum { GEMM_FP32, GEMM_TF32, GEMM_BF16 };
+static int g_gemm = GEMM_FP32;
+
+extern "C" fptq_status fptq_cuda_set_gemm(const char *mode)
+{
+    if (strcmp(mode, "fp32") == 0)
+        g_gemm = GEMM_FP32;
+    else if (strcmp(mode, "tf32") == 0)
+        g_gemm = GEMM_TF32;
+    else if (strcmp(mode, "bf16") == 0)
+        g_gemm = GEMM_BF16;
+    else
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "CUDA GEMM mode '%s': expected fp32, tf32 or bf16", mode);
+    return FPTQ_OK;
+}
+
+extern "C" const char *fptq_cuda_gemm_name(void)
+{
+    return g_gemm == GEMM_TF32 ? "tf32" : g_gemm == GEMM_BF16 ? "bf16" : "fp32";
+}
+
 /* Y[n, out] = X[n, in] W[out, in]^T: in cuBLAS's column-major terms
  * Y^T (out x n) = W (out x in, stored as in x out) ^T  X^T (in x n). */
-static fptq_status gemm_xwt(cudaDataType type, const void *X, int64_t n, int64_t in, const void *W,
-                            int64_t out, const float *bias, float *Y)
+static fptq_status gemm_xwt_c(cudaDataType type, cublasComputeType_t compute, const void *X, int64_t n, int64_t in,
+                              const void *W, int64_t out, const float *bias, float *Y)
 {
     if (n <= 0 || out <= 0)
         return FPTQ_OK;
@@ -479,14 +503,50 @@ static fptq_status gemm_xwt(cudaDataType type, const void *X, int64_t n, int64_t
     const float alpha = 1.0f;
     cublasCheck(cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)out, (int)n, (int)in, &alpha, W,
                              type, (int)in, X, type, (int)in, &beta, Y, CUDA_R_32F, (int)out,
-                             CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+                             compute, CUBLAS_GEMM_DEFAULT));
+    return FPTQ_OK;
+}
+
+static fptq_status gemm_xwt(cudaDataType type, const void *X, int64_t n, int64_t in, const void *W,
+                            int64_t out, const float *bias, float *Y)
+{
+    return gemm_xwt_c(type, CUBLAS_COMPUTE_32F, X, n, in, W, out, bias, Y);
+}
+
+__global__ void f32_to_bf16_kernel(const float *x, int64_t n, uint16_t *y);
+
+/* bf16 GEMMs: W and X rounded to bf16 in scratch (X in chunks of rows, so
+ * the scratch stays within W's copy plus 256 MiB), fp32 products and sums. */
+static fptq_status linear_via_bf16(const float *X, int64_t n, int64_t in, const float *W, int64_t out,
+                                   const float *bias, float *Y)
+{
+    if (n <= 0 || out <= 0 || in <= 0)
+        return gemm_xwt(CUDA_R_32F, X, n, in, W, out, bias, Y);
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    int64_t chunk = ((int64_t)1 << 27) / in;
+    chunk = chunk < 1 ? 1 : chunk > n ? n : chunk;
+    void *scratch;
+    FPTQ_TRY(cuda_scratch((size_t)(out * in + chunk * in) * sizeof(uint16_t), &scratch));
+    uint16_t *Wb = (uint16_t *)scratch, *Xb = Wb + out * in;
+    f32_to_bf16_kernel<<<cuda_blocks(out * in, 256), 256, 0, c->stream>>>(W, out * in, Wb);
+    launchCheck();
+    for (int64_t r0 = 0; r0 < n; r0 += chunk) {
+        const int64_t nr = n - r0 < chunk ? n - r0 : chunk;
+        f32_to_bf16_kernel<<<cuda_blocks(nr * in, 256), 256, 0, c->stream>>>(X + r0 * in, nr * in, Xb);
+        launchCheck();
+        FPTQ_TRY(gemm_xwt(CUDA_R_16BF, Xb, nr, in, Wb, out, bias, Y + r0 * out));
+    }
     return FPTQ_OK;
 }
 
 static fptq_status cuda_linear(const float *X, int64_t n, int64_t in, const float *W, int64_t out,
                                const float *bias, float *Y)
 {
-    return gemm_xwt(CUDA_R_32F, X, n, in, W, out, bias, Y);
+    if (g_gemm == GEMM_BF16)
+        return linear_via_bf16(X, n, in, W, out, bias, Y);
+    return gemm_xwt_c(CUDA_R_32F, g_gemm == GEMM_TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, X, n,
+                      in, W, out, bias, Y);
 }
 
 extern "C" fptq_status fptq_cuda_linear_bf16(const uint16_t *X, int64_t n, int64_t in,

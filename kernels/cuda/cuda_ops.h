@@ -45,6 +45,13 @@ fptq_status fptq_cuda_sync(void);
 fptq_status fptq_cuda_host_alloc(size_t bytes, const char *what, void **out);
 void fptq_cuda_host_free(void *p);
 
+/* How the table's `linear` multiplies: "fp32" (default: fp32 inputs and
+ * products, no TF32), "tf32" (tensor cores, 10-bit mantissa inputs) or
+ * "bf16" (inputs rounded to bf16, fp32 products and sums). Other GEMMs
+ * (statistics, GPTQ) stay fp32. */
+fptq_status fptq_cuda_set_gemm(const char *mode);
+const char *fptq_cuda_gemm_name(void);
+
 /* ---- bf16 GEMM (inputs bf16, products and sums fp32) ---------------------------------- */
 
 /* bf16 is stored as uint16_t: the top half of an fp32, rounded to nearest even. */

@@ -5,7 +5,8 @@
 # statistics and Hessians in "device" memory, GPTQ / RTN on the device,
 # folds uploaded, statistics of 2 ranks staged through the host) and is
 # compared with the same binary's --backend cpu:
-#   - eval of the fp model: the same perplexity to 1e-6 (relative);
+#   - eval of the fp model: the same perplexity to 1e-6 (relative); with
+#     bf16 GEMMs (FPTQ_CUDA_GEMM=bf16) to 0.5%;
 #   - RTN w4a16: the same quantized weights (eval of both checkpoints on the
 #     CPU prints the same line), since RTN's codes depend on the weights alone;
 #   - GPTQ w4a16 (with and without act-order), AWQ w4a16, SmoothQuant + GPTQ
@@ -84,6 +85,16 @@ pu=$(ppl_of "$chunked")
 within "$pu" "$pc" 1e-6
 check "eval --backend cuda, up projection in chunks of 100 rows: ppl $pu, within 1e-6" $? "$chunked"
 
+# bf16 GEMMs (FPTQ_CUDA_GEMM=bf16: inputs rounded to bf16, fp32 products and sums; X in row chunks)
+bf=$(FPTQ_CUDA_GEMM=bf16 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
+pb=$(ppl_of "$bf")
+within "$pb" "$pc" 0.005
+check "eval with bf16 GEMMs: ppl $pb within 0.5% of fp32's $pc (bf16 rounds inputs to 8 bits)" $? "$bf"
+FPTQ_CUDA_GEMM=fp16 "$fptq" eval --model "$ex/stories260K" "${tokens[@]}" --windows 1 --backend cuda >"$tmp/gm.out" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "FPTQ_CUDA_GEMM: CUDA GEMM mode 'fp16': expected fp32, tf32 or bf16" "$tmp/gm.out"
+check "FPTQ_CUDA_GEMM=fp16 refused, naming the variable and the modes" $? "rc=$rc $(cat "$tmp/gm.out")"
+
 # --- quantize: each recipe on both backends, both checkpoints evaluated on the CPU ---
 table="recipe | cpu ppl | cuda (emulated) ppl | difference"
 quantize_both() { # name, then recipe options
@@ -116,6 +127,17 @@ for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
     within "$pg" "$pc" 0.02
     check "$name: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
 done
+
+# --- GPTQ with bf16 GEMMs in the calibration forward ---
+FPTQ_CUDA_GEMM=bf16 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cuda \
+    --out "$tmp/gptq-bf16" >"$tmp/gb.log" 2>&1
+check "quantize with bf16 GEMMs" $? "$(tail -5 "$tmp/gb.log")"
+lb=$(line_of --checkpoint "$tmp/gptq-bf16" --windows 8 --backend cpu)
+lc=$(line_of --checkpoint "$tmp/gptq-w4-cpu" --windows 8 --backend cpu)
+pc=$(ppl_of "$lc") pb=$(ppl_of "$lb")
+within "$pb" "$pc" 0.02
+check "  cuda bf16 GEMMs ppl $pb within 2% of cpu $pc" $? "bf16: $lb | cpu: $lc"
+table+=$'\n'$(awk -v a="$pc" -v b="$pb" 'BEGIN { printf "gptq-w4, bf16 GEMMs | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
 
 # --- a job that cannot fit the GPU says so before it starts ---
 FPTQ_EMU_GPU_BYTES=2000000 "$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/small-gpu" >"$tmp/small.log" 2>&1

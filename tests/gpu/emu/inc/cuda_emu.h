@@ -134,7 +134,7 @@ enum { CUBLAS_FILL_MODE_LOWER = 0, CUBLAS_FILL_MODE_UPPER = 1 };
 typedef int cublasDiagType_t;
 enum { CUBLAS_DIAG_NON_UNIT = 0, CUBLAS_DIAG_UNIT = 1 };
 enum { CUBLAS_DEFAULT_MATH = 0, CUBLAS_TF32_TENSOR_OP_MATH = 3, CUBLAS_POINTER_MODE_HOST = 0,
-       CUBLAS_COMPUTE_32F = 68, CUBLAS_GEMM_DEFAULT = -1 };
+       CUBLAS_COMPUTE_32F = 68, CUBLAS_COMPUTE_32F_FAST_TF32 = 77, CUBLAS_GEMM_DEFAULT = -1 };
 typedef int cublasComputeType_t;
 typedef int cublasGemmAlgo_t;
 inline cublasStatus_t cublasCreate(cublasHandle_t *h) { *h = (void *)1; return 0; }
