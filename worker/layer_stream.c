@@ -84,12 +84,8 @@ fptq_status fptq_layer_stream_get(fptq_layer_stream *s, int64_t l, int64_t next,
                                   fptq_dev_layer **dev)
 {
     const fptq_backend *be = s->be;
-    if (s->thread_live && s->loading_layer == l) {
-        FPTQ_TRY(join_loader(s));
-    } else if (s->thread_live) {
-        /* the loader guessed wrong: let it finish, keep what it loaded */
-        FPTQ_TRY(join_loader(s));
-    }
+    /* the loader's layer, usually l; if it guessed wrong, what it loaded is kept */
+    FPTQ_TRY(join_loader(s));
     int k = -1;
     for (int i = 0; i < s->slots; i++)
         if (s->holds[i] == l)
