@@ -32,9 +32,9 @@ static smooth_group group_of(const layer_job *j, fptq_linear_group g)
 }
 
 /* Folds X / s into what produces X, and W s into the group's linears: on
- * the host layer, then uploaded to the backend's. Returns 0 when the group's
- * input cannot absorb a scale (o_proj under GQA: v_proj's rows feed several
- * heads' worth of o_proj columns). */
+ * the host layer, then uploaded to the backend's. *folded = 0 when the
+ * group's input cannot absorb a scale (o_proj under GQA: v_proj's rows feed
+ * several heads' worth of o_proj columns). */
 static fptq_status fold_group_scale(layer_job *j, fptq_linear_group g, const float *s, float *X, int64_t rows,
                                     int *folded)
 {
