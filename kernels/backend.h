@@ -102,8 +102,8 @@ typedef struct fptq_backend {
     fptq_status (*stats_hessian)(const linear_stats *s, float *H);
     /* GPTQ in two steps (quant.h's gptq_hinv): prepare once per Hessian H
      * (which must stay untouched until release), then the rows of every
-     * linear that reads the same input. prepare reports the damping it
-     * needed in r (damp, retries) where it factors H itself. */
+     * linear that reads the same input. prepare factors H (both backends)
+     * and reports the damping it needed in r (damp, retries). */
     fptq_status (*gptq_prepare)(const float *H, int64_t cols, const gptq_opts *o, void **plan,
                                 gptq_result *r);
     fptq_status (*gptq_rows)(void *plan, const float *W, int64_t rows, int64_t cols,

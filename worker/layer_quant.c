@@ -147,9 +147,6 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
             gptq_result gr;
             st = be->gptq_rows(j->gptq_plan, Wf, nr, in, &go, &part, &gr);
             damp = gr.damp;
-            if (st == FPTQ_OK && gr.retries && !j->gptq_prepare_retries) /* a backend that factors per call */
-                fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
-                          fptq_linear_name(id), gr.retries, gr.damp);
         } else {
             st = be->rtn(Wf, nr, in, j->clip[id] ? j->clip[id] + r0 * ng : NULL, &part);
         }
@@ -298,7 +295,6 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
             fptq_error_context("layer %lld %s", (long long)j->layer, fptq_linear_group_name(g));
             return st;
         }
-        j->gptq_prepare_retries = gr.retries;
         if (gr.retries)
             fptq_warn("layer %lld %s: Cholesky needed %d damping increase(s), damp %.3g", (long long)j->layer,
                       fptq_linear_group_name(g), gr.retries, gr.damp);

@@ -41,7 +41,6 @@ typedef struct layer_job {
     double *abs_mean;
     int64_t *row_begin, *row_end;/* [ranks of the stage]: rows of the linear in hand */
     void *gptq_plan;             /* GPTQ: of the group in hand (backend's gptq_prepare) */
-    int gptq_prepare_retries;    /* damping increases the plan needed (already reported) */
 } layer_job;
 
 fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_collectives *coll,

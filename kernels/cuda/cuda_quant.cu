@@ -746,20 +746,150 @@ out:
 
 static const int GPTQ_THREADS = 64;
 
-/* The work of both entry points. W is the work buffer (destroyed); Q_dst
- * (NULL, W, or another buffer) gets the dequantized weights in the original
- * column order. */
-static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H, const gptq_opts *o,
-                            quant_tensor *q, float *Q_dst, gptq_result *res,
-                            fptq_cuda_gptq_times *times)
+/* What GPTQ needs of one Hessian, for every linear that reads the same
+ * input (q/k/v, gate/up) and every rank's rows of them: diag H, its dead
+ * columns, act-order's permutation, the damping, and the upper Cholesky
+ * factor of (H + damp I)^-1 (permuted), as quant.c's gptq_hinv. */
+typedef struct cuda_hinv {
+    int64_t cols;
+    int actorder;
+    float *A;             /* device, [cols, cols] */
+    float *h_diag;        /* host */
+    uint8_t *d_dead;      /* device, NULL when no column is dead */
+    int32_t *h_perm, *d_perm; /* act-order, else NULL */
+    double mean_diag;
+    float damp;
+    int retries;
+} cuda_hinv;
+
+static void gptq_factor_free(cuda_hinv *f)
 {
-    const float percdamp = o && o->damp_percent != 0.0f ? o->damp_percent : 0.01f;
-    const int64_t blocksize = o && o->block_size != 0 ? o->block_size : 128;
-    const int max_retries = o && o->max_retries != 0 ? o->max_retries : 4;
-    const int actorder = o ? o->act_order : 0;
-    if (!(percdamp >= 0.0f) || blocksize < 1 || max_retries < 0)
+    fptq_cuda_free(f->A);
+    fptq_cuda_free(f->d_dead);
+    fptq_cuda_free(f->d_perm);
+    free(f->h_diag);
+    free(f->h_perm);
+    memset(f, 0, sizeof *f);
+}
+
+static fptq_status gptq_options(const gptq_opts *o, float *percdamp, int64_t *blocksize, int *max_retries)
+{
+    *percdamp = o && o->damp_percent != 0.0f ? o->damp_percent : 0.01f;
+    *blocksize = o && o->block_size != 0 ? o->block_size : 128;
+    *max_retries = o && o->max_retries != 0 ? o->max_retries : 4;
+    if (!(*percdamp >= 0.0f) || *blocksize < 1 || *max_retries < 0)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: bad options (damp %g, block %lld, retries %d)",
-                         (double)percdamp, (long long)blocksize, max_retries);
+                         (double)*percdamp, (long long)*blocksize, *max_retries);
+    return FPTQ_OK;
+}
+
+/* The factor of H [cols, cols] (device). prep_s / factor_s (optional): host
+ * seconds of the preparation and of the factorization. */
+static fptq_status gptq_factor_make(const float *H, int64_t cols, const gptq_opts *o, cuda_hinv *f,
+                                    double *prep_s, double *factor_s)
+{
+    memset(f, 0, sizeof *f);
+    float percdamp;
+    int64_t blocksize;
+    int max_retries;
+    FPTQ_TRY(gptq_options(o, &percdamp, &blocksize, &max_retries));
+    if (cols <= 0 || cols > FPTQ_INT_LIMIT)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: %lld columns outside 1..2^31-1", (long long)cols);
+    cuda_ctx *c;
+    FPTQ_TRY(cuda_ctx_get(&c));
+    f->cols = cols;
+    f->actorder = o ? o->act_order : 0;
+    const double t0 = fptq_now();
+    fptq_status st = FPTQ_OK;
+    float *d_diag = NULL;
+    uint8_t *h_dead = NULL;
+    diag_key *keys = NULL;
+    int step = 0, info = 0;
+
+    /* diag H on the host: dead columns, the permutation and the damping */
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(float), "GPTQ diag H", &f->h_diag), st, out);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, 1, "GPTQ dead columns", &h_dead), st, out);
+    FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * sizeof(float), "GPTQ diag H (GPU)", (void **)&d_diag), st, out);
+    diag_kernel<<<cuda_blocks(cols, 256), 256, 0, c->stream>>>(H, cols, d_diag);
+    launchCheckGoto(st, out);
+    FPTQ_TRY_GOTO(fptq_cuda_download(f->h_diag, d_diag, (size_t)cols * sizeof(float)), st, out);
+    {
+        int any_dead = 0;
+        for (int64_t k = 0; k < cols; k++) {
+            h_dead[k] = f->h_diag[k] == 0.0f;
+            any_dead |= h_dead[k];
+        }
+        if (any_dead) {
+            FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols, "GPTQ dead columns (GPU)", (void **)&f->d_dead), st, out);
+            FPTQ_TRY_GOTO(fptq_cuda_upload(f->d_dead, h_dead, (size_t)cols), st, out);
+        }
+    }
+    if (f->actorder) {
+        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(diag_key), "GPTQ permutation keys", &keys), st, out);
+        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(int32_t), "GPTQ permutation", &f->h_perm), st, out);
+        for (int64_t k = 0; k < cols; k++) {
+            keys[k].h = f->h_diag[k] == 0.0f ? 1.0f : f->h_diag[k];
+            keys[k].idx = k;
+        }
+        qsort(keys, (size_t)cols, sizeof *keys, diag_key_cmp);
+        for (int64_t k = 0; k < cols; k++)
+            f->h_perm[k] = (int32_t)keys[k].idx;
+        FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * sizeof(int32_t), "GPTQ permutation (GPU)",
+                                      (void **)&f->d_perm), st, out);
+        FPTQ_TRY_GOTO(fptq_cuda_upload(f->d_perm, f->h_perm, (size_t)cols * sizeof(int32_t)), st, out);
+    }
+    /* mean of the (permuted, dead = 1) diagonal, summed in the CPU's order */
+    for (int64_t k = 0; k < cols; k++) {
+        const float h = f->h_diag[f->h_perm ? f->h_perm[k] : k];
+        f->mean_diag += h == 0.0f ? 1.0f : h;
+    }
+    f->mean_diag /= (double)cols;
+    if (prep_s)
+        *prep_s = fptq_now() - t0;
+
+    {
+        const double t1 = fptq_now();
+        FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * (size_t)cols * sizeof(float), "GPTQ inverse Hessian (GPU)",
+                                      (void **)&f->A), st, out);
+        FPTQ_TRY_GOTO(gptq_factor(c, H, cols, f->d_perm, (float)(percdamp * f->mean_diag), max_retries, f->A,
+                                  &f->damp, &f->retries, &step, &info), st, out);
+        if (step != 0) {
+            static const char *what[] = {"", "Cholesky of H + damp I: not positive definite",
+                                         "triangular inverse of the Cholesky factor: singular"};
+            st = FPTQ_FAIL(FPTQ_ERR_NUMERIC,
+                           "GPTQ (CUDA): %s (cuSOLVER info %d) after %d damping retries, last damp %g, "
+                           "mean diag H %g; is the calibration Hessian NaN, negative or degenerate?",
+                           what[step], info, f->retries, (double)f->damp, f->mean_diag);
+            goto out;
+        }
+        if (factor_s) {
+            FPTQ_TRY_GOTO(fptq_cuda_sync(), st, out);
+            *factor_s = fptq_now() - t1;
+        }
+    }
+out:
+    fptq_cuda_free(d_diag);
+    free(h_dead);
+    free(keys);
+    if (st != FPTQ_OK)
+        gptq_factor_free(f);
+    return st;
+}
+
+
+/* One weight matrix W [rows, f->cols] with a Hessian's factor. W is the
+ * work buffer (destroyed); Q_dst (NULL, W, or another buffer) gets the
+ * dequantized weights in the original column order. times: the run's
+ * preparation, blocks and finish (factor_s is left as it is). */
+static fptq_status gptq_run(const cuda_hinv *f, float *W, int64_t rows, const gptq_opts *o, quant_tensor *q,
+                            float *Q_dst, gptq_result *res, fptq_cuda_gptq_times *times)
+{
+    float percdamp;
+    int64_t blocksize;
+    int max_retries;
+    FPTQ_TRY(gptq_options(o, &percdamp, &blocksize, &max_retries));
+    const int64_t cols = f->cols;
+    const int actorder = f->actorder;
     FPTQ_TRY(quant_spec_check(&q->spec));
     if (q->spec.format != QFMT_INT)
         return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "GPTQ quantizes to INT codes only, not FP8 (use RTN)");
@@ -779,40 +909,17 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
     const int64_t bs = blocksize < cols ? blocksize : cols;
     const double t0 = fptq_now();
     fptq_status st = FPTQ_OK;
-    float *h_diag = NULL, *d_diag = NULL, *A = NULL, *Err1 = NULL, *W1t = NULL, *Wp = NULL;
-    int32_t *h_perm = NULL, *d_perm = NULL;
-    uint8_t *h_dead = NULL, *d_dead = NULL, *codes_p = NULL;
+    float *Err1 = NULL, *W1t = NULL, *Wp = NULL;
+    uint8_t *codes_p = NULL;
     double *Losses = NULL, *h_losses = NULL;
-    diag_key *keys = NULL;
-    float damp = 0.0f;
-    int retries = 0, step = 0, info = 0;
-    double mean_diag = 0.0, t1, t2, t3;
+    double t2, t3;
     float *Wk = W;            /* the work buffer the blocks run on */
     uint8_t *codes_k = q->codes;
 
-    /* diag H on the host: dead columns, the permutation and the damping */
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(float), "GPTQ diag H", &h_diag), st, out);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, 1, "GPTQ dead columns", &h_dead), st, out);
-    FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * sizeof(float), "GPTQ diag H (GPU)", (void **)&d_diag),
-                  st, out);
-    diag_kernel<<<cuda_blocks(cols, 256), 256, 0, c->stream>>>(H, cols, d_diag);
-    launchCheckGoto(st, out);
-    FPTQ_TRY_GOTO(fptq_cuda_download(h_diag, d_diag, (size_t)cols * sizeof(float)), st, out);
-    {
-        int any_dead = 0;
-        for (int64_t k = 0; k < cols; k++) {
-            h_dead[k] = h_diag[k] == 0.0f;
-            any_dead |= h_dead[k];
-        }
-        if (any_dead) {
-            FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols, "GPTQ dead columns (GPU)", (void **)&d_dead),
-                          st, out);
-            FPTQ_TRY_GOTO(fptq_cuda_upload(d_dead, h_dead, (size_t)cols), st, out);
-            zero_dead_kernel<<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(W, rows, cols, d_dead);
-            launchCheckGoto(st, out);
-        }
+    if (f->d_dead) {
+        zero_dead_kernel<<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(W, rows, cols, f->d_dead);
+        launchCheckGoto(st, out);
     }
-
     /* groups fitted before any update: per row, or act-order's static groups */
     if (gs == 0 || actorder) {
         const int64_t g_cols = gs > 0 ? gs : cols;
@@ -825,57 +932,22 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
         g_idx_fill_kernel<<<cuda_blocks(cols, 256), 256, 0, c->stream>>>(q->g_idx, cols, gs);
         launchCheckGoto(st, out);
     }
-
     if (actorder) {
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(diag_key), "GPTQ permutation keys", &keys), st,
-                      out);
-        FPTQ_TRY_GOTO(fptq_calloc((size_t)cols, sizeof(int32_t), "GPTQ permutation", &h_perm), st, out);
-        for (int64_t k = 0; k < cols; k++) {
-            keys[k].h = h_diag[k] == 0.0f ? 1.0f : h_diag[k];
-            keys[k].idx = k;
-        }
-        qsort(keys, (size_t)cols, sizeof *keys, diag_key_cmp);
-        for (int64_t k = 0; k < cols; k++)
-            h_perm[k] = (int32_t)keys[k].idx;
-        FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * sizeof(int32_t), "GPTQ permutation (GPU)",
-                                      (void **)&d_perm), st, out);
-        FPTQ_TRY_GOTO(fptq_cuda_upload(d_perm, h_perm, (size_t)cols * sizeof(int32_t)), st, out);
         FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)rows * (size_t)cols * sizeof(float),
                                       "GPTQ permuted weights (GPU)", (void **)&Wp), st, out);
         FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)rows * (size_t)cols, "GPTQ permuted codes (GPU)",
                                       (void **)&codes_p), st, out);
-        permute_cols_kernel<<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(W, rows, cols, d_perm, Wp);
+        permute_cols_kernel<<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(W, rows, cols, f->d_perm, Wp);
         launchCheckGoto(st, out);
         Wk = Wp;
         codes_k = codes_p;
     }
-    /* mean of the (permuted, dead = 1) diagonal, summed in the CPU's order */
-    for (int64_t k = 0; k < cols; k++) {
-        const float h = h_diag[h_perm ? h_perm[k] : k];
-        mean_diag += h == 0.0f ? 1.0f : h;
-    }
-    mean_diag /= (double)cols;
     if (times)
         FPTQ_TRY_GOTO(fptq_cuda_sync(), st, out);
-    t1 = fptq_now();
-
-    FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)cols * (size_t)cols * sizeof(float), "GPTQ inverse Hessian (GPU)",
-                                  (void **)&A), st, out);
-    FPTQ_TRY_GOTO(gptq_factor(c, H, cols, d_perm, (float)(percdamp * mean_diag), max_retries, A, &damp,
-                              &retries, &step, &info), st, out);
-    if (step != 0) {
-        static const char *what[] = {"", "Cholesky of H + damp I: not positive definite",
-                                     "triangular inverse of the Cholesky factor: singular"};
-        st = FPTQ_FAIL(FPTQ_ERR_NUMERIC,
-                       "GPTQ (CUDA): %s (cuSOLVER info %d) after %d damping retries, last damp %g, "
-                       "mean diag H %g; is the calibration Hessian NaN, negative or degenerate?",
-                       what[step], info, retries, (double)damp, mean_diag);
-        goto out;
-    }
     t2 = fptq_now();
 
     {
-        const float *Hinv = A;
+        const float *Hinv = f->A;
         FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)bs * (size_t)rows * sizeof(float), "GPTQ block errors (GPU)",
                                       (void **)&Err1), st, out);
         FPTQ_TRY_GOTO(fptq_cuda_alloc((size_t)rows * sizeof(double), "GPTQ losses (GPU)",
@@ -897,7 +969,7 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
         ka.maxq = (float)((1 << bits) - 1);
         ka.W = Wk;
         ka.Hinv = Hinv;
-        ka.perm = d_perm;
+        ka.perm = f->d_perm;
         ka.Err1 = Err1;
         ka.W1t = W1t;
         ka.Losses = Losses;
@@ -929,11 +1001,11 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
     /* Wk holds Q (permuted under act-order), the codes are in codes_k */
     if (actorder) {
         unpermute_cols_kernel<uint8_t><<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(
-            codes_p, rows, cols, d_perm, q->codes);
+            codes_p, rows, cols, f->d_perm, q->codes);
         launchCheckGoto(st, out);
         if (Q_dst) {
             unpermute_cols_kernel<float><<<cuda_blocks(rows * cols, 256), 256, 0, c->stream>>>(
-                Wp, rows, cols, d_perm, Q_dst);
+                Wp, rows, cols, f->d_perm, Q_dst);
             launchCheckGoto(st, out);
         }
     } else if (Q_dst && Q_dst != W) {
@@ -946,32 +1018,39 @@ static fptq_status gptq_run(float *W, int64_t rows, int64_t cols, const float *H
         for (int64_t r = 0; r < rows; r++)
             loss += h_losses[r];
         res->loss = loss / 2.0;
-        res->damp = damp;
-        res->retries = retries;
+        res->damp = f->damp;
+        res->retries = f->retries;
     }
     if (times) {
-        times->prepare_s = t1 - t0;
-        times->factor_s = t2 - t1;
+        times->prepare_s += t2 - t0;
         times->blocks_s = t3 - t2;
         times->finish_s = fptq_now() - t3;
     }
-    fptq_debug("GPTQ (CUDA) [%lld x %lld]: prepare %.3f s, factor %.3f s, blocks %.3f s",
-               (long long)rows, (long long)cols, t1 - t0, t2 - t1, t3 - t2);
+    fptq_debug("GPTQ (CUDA) [%lld x %lld]: prepare %.3f s, blocks %.3f s", (long long)rows, (long long)cols,
+               t2 - t0, t3 - t2);
 out:
-    fptq_cuda_free(d_diag);
-    fptq_cuda_free(d_dead);
-    fptq_cuda_free(d_perm);
-    fptq_cuda_free(A);
     fptq_cuda_free(Err1);
     fptq_cuda_free(W1t);
     fptq_cuda_free(Losses);
     fptq_cuda_free(Wp);
     fptq_cuda_free(codes_p);
-    free(h_diag);
-    free(h_dead);
-    free(h_perm);
     free(h_losses);
-    free(keys);
+    return st;
+}
+
+/* Factor and run in one: the entry points below. */
+static fptq_status gptq_once(float *W, int64_t rows, int64_t cols, const float *H, const gptq_opts *o,
+                             quant_tensor *q, float *Q_dst, gptq_result *res, fptq_cuda_gptq_times *times)
+{
+    cuda_hinv f;
+    double prep = 0.0, fac = 0.0;
+    FPTQ_TRY(gptq_factor_make(H, cols, o, &f, times ? &prep : NULL, times ? &fac : NULL));
+    if (times) {
+        times->prepare_s = prep;
+        times->factor_s = fac;
+    }
+    fptq_status st = gptq_run(&f, W, rows, o, q, Q_dst, res, times);
+    gptq_factor_free(&f);
     return st;
 }
 
@@ -988,7 +1067,7 @@ extern "C" fptq_status fptq_cuda_gptq_quantize(const float *W, int64_t rows, int
         FPTQ_TRY(fptq_cuda_alloc(bytes, "GPTQ weights (GPU)", (void **)&work));
     fptq_status st = fptq_cuda_copy(work, W, bytes);
     if (st == FPTQ_OK)
-        st = gptq_run(work, rows, cols, H, o, q, Q, r, times);
+        st = gptq_once(work, rows, cols, H, o, q, Q, r, times);
     if (!Q)
         fptq_cuda_free(work);
     return st;
@@ -999,51 +1078,66 @@ extern "C" fptq_status fptq_cuda_gptq_quantize_inplace(float *W, int64_t rows, i
                                                        quant_tensor *q, gptq_result *r,
                                                        fptq_cuda_gptq_times *times)
 {
-    return gptq_run(W, rows, cols, H, o, q, W, r, times);
+    return gptq_once(W, rows, cols, H, o, q, W, r, times);
 }
 
 /* ---- the quantization entries of the backend table (backend.h) ----------------------------------- *
  * Quantized tensors and clip ratios are host memory there: they go to the checkpoint. Each entry
  * runs the device quantizer on a device tensor and moves the result across. */
 
-/* The GPU factors H^-1 inside each gptq call (cuda GPTQ has no shared factor
- * yet), so the plan only remembers H. */
-typedef struct cuda_gptq_plan {
-    const float *H;
-    int64_t cols;
-} cuda_gptq_plan;
-
+/* The plan is the Hessian's factor (cuda_hinv): one Cholesky and
+ * triangular inverse per linear group, as the CPU's gptq_hinv. */
 static fptq_status tbl_gptq_prepare(const float *H, int64_t cols, const gptq_opts *o, void **plan,
                                     gptq_result *r)
 {
-    cuda_gptq_plan *p;
+    cuda_hinv *f;
     *plan = NULL;
-    FPTQ_TRY(fptq_calloc(1, sizeof *p, "GPTQ plan", &p));
-    p->H = H;
-    p->cols = cols;
-    if (r)
-        memset(r, 0, sizeof *r);
-    *plan = p;
+    FPTQ_TRY(fptq_calloc(1, sizeof *f, "GPTQ plan", &f));
+    fptq_status st = gptq_factor_make(H, cols, o, f, NULL, NULL);
+    if (st != FPTQ_OK) {
+        free(f);
+        return st;
+    }
+    if (r) {
+        r->loss = 0.0;
+        r->damp = f->damp;
+        r->retries = f->retries;
+    }
+    *plan = f;
     return FPTQ_OK;
 }
 
 static fptq_status tbl_gptq_rows(void *plan, const float *W, int64_t rows, int64_t cols,
                                  const gptq_opts *o, quant_tensor *q, gptq_result *r)
 {
-    const cuda_gptq_plan *p = (const cuda_gptq_plan *)plan;
-    if (p->cols != cols)
+    const cuda_hinv *f = (const cuda_hinv *)plan;
+    if (f->cols != cols)
         return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "GPTQ: plan for %lld columns, weights have %lld",
-                         (long long)p->cols, (long long)cols);
+                         (long long)f->cols, (long long)cols);
+    if (rows <= 0 || rows > INT64_MAX / cols)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "GPTQ: shape [%lld, %lld]", (long long)rows, (long long)cols);
     quant_tensor d;
+    float *work = NULL;
+    const size_t bytes = (size_t)rows * (size_t)cols * sizeof(float);
     FPTQ_TRY(fptq_cuda_quant_tensor_alloc(&q->spec, rows, cols, q->g_idx != NULL, &d));
-    fptq_status st = fptq_cuda_gptq_quantize(W, rows, cols, p->H, o, &d, NULL, r, NULL);
+    fptq_status st = fptq_cuda_alloc(bytes, "GPTQ weights (GPU)", (void **)&work);
+    if (st == FPTQ_OK)
+        st = fptq_cuda_copy(work, W, bytes); /* W stays as it was: the proxy loss reads it */
+    if (st == FPTQ_OK)
+        st = gptq_run(f, work, rows, o, &d, NULL, r, NULL);
     if (st == FPTQ_OK)
         st = fptq_cuda_quant_tensor_download(&d, q);
+    fptq_cuda_free(work);
     fptq_cuda_quant_tensor_free(&d);
     return st;
 }
 
-static void tbl_gptq_release(void *plan) { free(plan); }
+static void tbl_gptq_release(void *plan)
+{
+    if (plan)
+        gptq_factor_free((cuda_hinv *)plan);
+    free(plan);
+}
 
 static fptq_status tbl_rtn(const float *W, int64_t rows, int64_t cols, const float *clip, quant_tensor *q)
 {
