@@ -39,8 +39,9 @@ fptq_status fptq_layer_stream_init(fptq_layer_stream *s, const fptq_backend *be,
 void fptq_layer_stream_free(fptq_layer_stream *s);
 
 /* Layer l (loaded now unless already on its way), and then layer `next`
- * (-1: none) started in the background. *host and *dev stay valid until the
- * call after the next one; the caller may change both. */
+ * (-1: none) started in the background, into the other slot. *host and
+ * *dev stay valid until the next call (which may load into this slot); the
+ * caller may change both. */
 fptq_status fptq_layer_stream_get(fptq_layer_stream *s, int64_t l, int64_t next, fptq_layer_weights **host,
                                   fptq_dev_layer **dev);
 /* A slot to fill by other means (a stored layer for the hand-off): the
