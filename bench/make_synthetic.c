@@ -42,10 +42,11 @@ typedef struct tensor {
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
+    /* an OUT_DIR that looks like an option (--help) is a mistake, not a folder to fill */
+    if (argc < 2 || argv[1][0] == '-' || argc % 2 != 0) {
         fprintf(stderr, "usage: make_synthetic OUT_DIR [--hidden H] [--layers L] [--intermediate I] [--heads N] "
                         "[--kv-heads K] [--vocab V] [--tokens T]\n");
-        return 2;
+        return argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) ? 0 : 2;
     }
     const char *out = argv[1];
     long long hidden = 1024, layers = 8, inter = 2816, heads = 16, kv = 4, vocab = 2048, ntok = 65536;
