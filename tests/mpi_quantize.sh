@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # fptq quantize under mpirun on stories260K (GPTQ w4a16 g32): 1, 2, 3, 4
-# ranks and 4 ranks in 2 stages agree with one rank (perplexity within
-# 0.5%); an interrupted 2-rank run resumes to the digest of an uninterrupted
+# ranks and 4 ranks in 2 stages agree with one rank (layer 0's losses
+# within 1e-3, perplexity within 2%); an interrupted 2-rank run resumes to the digest of an uninterrupted
 # one; a rank killed with SIGKILL or failing brings mpirun down within 30 s
 # with a message naming the rank, and --resume then finishes the job.
 # usage: mpi_quantize.sh FPTQ_BIN EXAMPLES_DIR
@@ -23,6 +23,24 @@ ppl_of() { "$fptq" eval --checkpoint "$1" --tokens "$ex/tinystories.tok512.npy" 
 digest_of() { "$fptq" inspect "$1" | sed -n 's/^digest *\([0-9a-f]\{64\}\)$/\1/p'; }
 
 # --- world sizes and layouts ---
+# Layer 0 sees the same input on any layout; its statistics are summed
+# over the ranks in another order, so its losses agree to rounding unless a
+# GPTQ code flips (measured 2e-7, and 7.6e-5 with a flip); each of 2 ranks
+# on its own statistics, not summed, moves the worst by 3.7%. Perplexity is only
+# a coarse check here: codes that flip carry on through the later layers,
+# and rounding alone moves perplexity by more than 0.5% on this model (the
+# one-rank job with OpenBLAS on 2 threads instead of 1: 1.07%; 2 and 4
+# ranks: 0.6% on an Intel Xeon, 0.3% on an AMD EPYC), so the bar is 2%.
+losses0() { "$fptq" inspect "$1" --json | python3 -c '
+import json, sys
+l = json.load(sys.stdin)["layers"][0]["manifest"]["losses"]
+print(" ".join("%r" % l[n]["loss"] for n in sorted(l) if not n.startswith("mlp.down")))'; }
+close() { # a b tol: every pair of numbers within tol (relative)
+    python3 -c '
+import sys
+a, b, t = sys.argv[1].split(), sys.argv[2].split(), float(sys.argv[3])
+w = max(abs(float(x) - float(y)) / max(abs(float(x)), 1e-30) for x, y in zip(a, b)) if a and len(a) == len(b) else 1
+print("%.1e" % w); sys.exit(w > t)' "$1" "$2" "$3"; }
 table="ranks | stages | propagate | ppl | vs 1 rank | seconds"
 base=""
 for layout in "1 1 quantized" "2 1 quantized" "3 1 quantized" "4 1 quantized" "4 2 quantized" "2 2 stage" "4 2 stage"; do
@@ -35,12 +53,14 @@ for layout in "1 1 quantized" "2 1 quantized" "3 1 quantized" "4 1 quantized" "4
     t1=$(date +%s.%N)
     check "mpirun -np $np --stages $stages --propagate $prop" $rc "$(tail -5 "$out.log")"
     ppl=$(ppl_of "$out")
-    [ -z "$base" ] && base=$ppl
+    [ -z "$base" ] && base=$ppl && base_losses=$(losses0 "$out")
     table+=$'\n'$(awk -v n="$np" -v s="$stages" -v p="$prop" -v x="$ppl" -v b="$base" -v t0="$t0" -v t1="$t1" \
         'BEGIN { printf "%5d | %6d | %9s | %.4f | %+.3f%% | %.1f", n, s, p, x, 100 * (x / b - 1), t1 - t0 }')
     if [ "$prop" = quantized ]; then
-        awk -v x="$ppl" -v b="$base" 'BEGIN { d = x / b - 1; exit !(d < 0.005 && d > -0.005) }'
-        check "  ppl $ppl within 0.5% of one rank's $base" $? "ppl $ppl vs $base"
+        worst=$(close "$base_losses" "$(losses0 "$out")" 1e-3)
+        check "  layer 0's losses within 1e-3 of one rank's (worst $worst)" $? "worst $worst"
+        awk -v x="$ppl" -v b="$base" 'BEGIN { d = x / b - 1; exit !(d < 0.02 && d > -0.02) }'
+        check "  ppl $ppl within 2% of one rank's $base" $? "ppl $ppl vs $base"
     fi
 done
 echo "$table"

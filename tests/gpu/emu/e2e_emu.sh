@@ -8,17 +8,26 @@
 #   - eval of the fp model: the same perplexity to 1e-6 (relative); with
 #     bf16 GEMMs (FPTQ_CUDA_GEMM=bf16) to 0.5%;
 #   - RTN w4a16: the same quantized weights (eval of both checkpoints on the
-#     CPU prints the same line), since RTN's codes depend on the weights alone;
+#     CPU prints the same line), since RTN's codes depend on the weights
+#     alone, and every layer's proxy losses within 1e-6 of the CPU's: they
+#     depend on the statistics alone, so the device forward, statistics, H
+#     and loss agree (measured 6e-15; fp32 rounding of a 1024-token sum
+#     would show as 1e-7, statistics of half the tokens as 1% and more);
 #   - GPTQ w4a16 (with and without act-order), AWQ w4a16, SmoothQuant + GPTQ
 #     w8a8 (static activations), and GPTQ on 2 ranks (statistics summed
 #     through the host): layer 0's proxy losses of q/k/v/o/gate/up, which see
-#     the same input on both backends, within 1e-3 (relative) of the CPU's:
-#     the device forward, statistics, their reduction, H and the quantizer
-#     agree (measured: 1e-15 to 1e-7, 1.2e-4 where one GPTQ code flips;
-#     statistics of half the tokens move them by 1% to 9%). Perplexity within 2%: on this small a calibration set (8 x 128
-#     tokens, to keep the emulation near a minute) one rounding decision
-#     that flips moves it by up to 1% (measured: the CPU alone, 1 rank vs 2
-#     ranks, differs by 0.9%); the issue's 0.5% bar at 128 x 256 tokens is
+#     the same input on both backends, within 1e-2 (relative) of the CPU's.
+#     Their codes are decisions: where CPU and device round differently,
+#     a code flips and GPTQ carries the change along the row, and in a
+#     64-wide linear that moves its loss by 1e-3 and more (measured 1e-15
+#     to 1.2e-4 on an AMD EPYC's OpenBLAS kernels, 3.8e-3 and 4.5e-3 on an
+#     Intel Xeon's); statistics of half the tokens move the worst linear by
+#     9%. Perplexity within 3%: on this small a calibration set (8 x 128
+#     tokens, to keep the emulation near a minute) two runs that differ in
+#     rounding alone differ by up to 1.9% (the CPU, 1 rank vs 2: 0.5% to
+#     0.9%; cpu vs cuda under --propagate stage: 1.9% on the Xeon), so this
+#     bar only catches gross faults; the precise checks are the fp eval and
+#     RTN's above, and the issue's 0.5% bar at 128 x 256 tokens is
 #     tests/gpu/device_check.sh's, on a GPU;
 #   - an interrupted and resumed cuda run: the uninterrupted run's digest;
 #   - NCCL (emulated over MPI, inc/nccl.h) where each rank has a GPU: the
@@ -56,18 +65,22 @@ within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a / b - 1; exit !(a > 
 # (down_proj reads gate/up's quantized output), relative difference <= tol;
 # the layer is 0, or the given one (the first of a later stage, whose input
 # is the full-precision pre-pass's with --propagate stage)
-losses0_close() { # ckpt_a ckpt_b tol [layer]
+# (layer "all": every layer's losses of every linear)
+losses0_close() { # ckpt_a ckpt_b tol [layer|all]
     python3 - "$1" "$2" "$3" "$fptq" "${4:-0}" <<'PY'
 import json, subprocess, sys
-a, b, tol, fptq, layer = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], int(sys.argv[5])
-def losses(ck):
+a, b, tol, fptq, which = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4], sys.argv[5]
+def layers(ck):
     d = json.loads(subprocess.run([fptq, "inspect", ck, "--json"], capture_output=True, text=True, check=True).stdout)
-    return d["layers"][layer]["manifest"]["losses"]
-la, lb = losses(a), losses(b)
-worst = 0.0
-for name in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"):
-    x, y = la[name]["loss"], lb[name]["loss"]
-    worst = max(worst, abs(x - y) / max(abs(x), 1e-30))
+    return [l["manifest"]["losses"] for l in d["layers"]]
+La, Lb = layers(a), layers(b)
+names = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj")
+pairs = [(La[int(which)], Lb[int(which)], names)] if which != "all" else [(x, y, tuple(x)) for x, y in zip(La, Lb)]
+worst = 0.0 if len(La) == len(Lb) else 1.0
+for la, lb, ns in pairs:
+    for name in ns:
+        x, y = la[name]["loss"], lb[name]["loss"]
+        worst = max(worst, abs(x - y) / max(abs(x), 1e-30))
 print(f"{worst:.1e}")
 sys.exit(0 if worst <= tol else 1)
 PY
@@ -113,6 +126,8 @@ quantize_both() { # name, then recipe options
 quantize_both rtn-w4 --scheme w4a16 --method rtn --group-size 32
 [ -n "$lc" ] && [ "$lc" = "$lg" ]
 check "RTN w4a16: the cuda checkpoint's weights are the cpu one's (identical eval line)" $? "cpu: $lc | cuda: $lg"
+worst=$(losses0_close "$tmp/rtn-w4-cpu" "$tmp/rtn-w4-cuda" 1e-6 all)
+check "RTN w4a16: every layer's losses within 1e-6 of the cpu's (worst $worst): the device's statistics" $? "worst $worst"
 
 for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
             "gptq-w4-actorder:--scheme w4a16 --method gptq --group-size 32 --act-order" \
@@ -121,11 +136,11 @@ for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
     name=${spec%%:*}
     read -ra opts <<<"${spec#*:}"
     quantize_both "$name" "${opts[@]}"
-    worst=$(losses0_close "$tmp/$name-cpu" "$tmp/$name-cuda" 1e-3)
-    check "$name: layer 0's losses within 1e-3 of the cpu's (worst $worst)" $? "worst $worst"
+    worst=$(losses0_close "$tmp/$name-cpu" "$tmp/$name-cuda" 1e-2)
+    check "$name: layer 0's losses within 1e-2 of the cpu's (worst $worst)" $? "worst $worst"
     pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
-    within "$pg" "$pc" 0.02
-    check "$name: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
+    within "$pg" "$pc" 0.03
+    check "$name: cuda ppl $pg within 3% of cpu $pc" $? "cpu: $lc | cuda: $lg"
 done
 
 # --- GPTQ with bf16 GEMMs in the calibration forward ---
@@ -135,8 +150,8 @@ check "quantize with bf16 GEMMs" $? "$(tail -5 "$tmp/gb.log")"
 lb=$(line_of --checkpoint "$tmp/gptq-bf16" --windows 8 --backend cpu)
 lc=$(line_of --checkpoint "$tmp/gptq-w4-cpu" --windows 8 --backend cpu)
 pc=$(ppl_of "$lc") pb=$(ppl_of "$lb")
-within "$pb" "$pc" 0.02
-check "  cuda bf16 GEMMs ppl $pb within 2% of cpu $pc" $? "bf16: $lb | cpu: $lc"
+within "$pb" "$pc" 0.03
+check "  cuda bf16 GEMMs ppl $pb within 3% of cpu $pc" $? "bf16: $lb | cpu: $lc"
 table+=$'\n'$(awk -v a="$pc" -v b="$pb" 'BEGIN { printf "gptq-w4, bf16 GEMMs | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
 
 # --- a job that cannot fit the GPU says so before it starts ---
@@ -181,13 +196,19 @@ if command -v mpirun >/dev/null; then
     check "mpirun -np 2 quantize --backend cpu" $? "$(tail -8 "$tmp/np2c.log")"
     l2=$(line_of --checkpoint "$tmp/np2-cuda" --windows 8 --backend cpu)
     lc=$(line_of --checkpoint "$tmp/np2-cpu" --windows 8 --backend cpu)
-    worst=$(losses0_close "$tmp/np2-cpu" "$tmp/np2-cuda" 1e-3)
-    check "  layer 0's losses within 1e-3 of 2-rank cpu's (worst $worst): the statistics were summed" $? "worst $worst"
+    worst=$(losses0_close "$tmp/np2-cpu" "$tmp/np2-cuda" 1e-2)
+    check "  layer 0's losses within 1e-2 of 2-rank cpu's (worst $worst): the statistics were summed" $? "worst $worst"
     pc=$(ppl_of "$lc") pg=$(ppl_of "$l2")
-    within "$pg" "$pc" 0.02
-    check "  2-rank cuda ppl $pg within 2% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
+    within "$pg" "$pc" 0.03
+    check "  2-rank cuda ppl $pg within 3% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
     table+=$'\n'$(awk -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$l2")" \
         'BEGIN { printf "gptq-w4, 2 ranks | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+    # RTN on 2 ranks: the statistics summed over both are one rank's, to fp32 rounding (sums in another order)
+    mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method rtn --group-size 32 --backend cuda \
+        --out "$tmp/np2-rtn" >"$tmp/np2r.log" 2>&1
+    check "mpirun -np 2 quantize RTN --backend cuda" $? "$(tail -8 "$tmp/np2r.log")"
+    worst=$(losses0_close "$tmp/rtn-w4-cpu" "$tmp/np2-rtn" 1e-5 all)
+    check "  every layer's losses within 1e-5 of 1-rank cpu RTN's (worst $worst): the statistics were summed" $? "worst $worst"
 
     # NCCL (tests/gpu/emu/inc/nccl.h: NCCL's calls over MPI) where each rank has a GPU of its own:
     # kernels/cuda/nccl_coll.cu and the id's broadcast run, and the sums are the staged ones
@@ -226,13 +247,13 @@ if command -v mpirun >/dev/null; then
     first1=$(sed -n 's/.*stage 1: layers \([0-9]*\)\.\..*/\1/p' "$tmp/s2s-cuda.log" | head -1)
     [ -n "$first1" ] && [ "$first1" -gt 0 ]
     check "  the layout names stage 1's first layer ($first1)" $? "$(head -4 "$tmp/s2s-cuda.log")"
-    worst=$(losses0_close "$tmp/s2s-cpu" "$tmp/s2s-cuda" 1e-3 "${first1:-0}")
-    check "  layer $first1 (stage 1's first, fp input) losses within 1e-3 of the cpu's (worst $worst)" $? "worst $worst"
+    worst=$(losses0_close "$tmp/s2s-cpu" "$tmp/s2s-cuda" 1e-2 "${first1:-0}")
+    check "  layer $first1 (stage 1's first, fp input) losses within 1e-2 of the cpu's (worst $worst)" $? "worst $worst"
     lc=$(line_of --checkpoint "$tmp/s2s-cpu" --windows 8 --backend cpu)
     lg=$(line_of --checkpoint "$tmp/s2s-cuda" --windows 8 --backend cpu)
     pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
-    within "$pg" "$pc" 0.02
-    check "  --propagate stage: cuda ppl $pg within 2% of cpu $pc" $? "cpu: $lc | cuda: $lg"
+    within "$pg" "$pc" 0.03
+    check "  --propagate stage: cuda ppl $pg within 3% of cpu $pc" $? "cpu: $lc | cuda: $lg"
     table+=$'\n'$(awk -v a="$pc" -v b="$pg" \
         'BEGIN { printf "gptq-w4, 2 stages, --propagate stage | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
 fi
