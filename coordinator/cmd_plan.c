@@ -376,15 +376,19 @@ static void print_text(const plan_args *a, const plan *p)
                a->gpu_mem / GIB, p->over / GIB);
 
     /* what the worker holds today, beside the design above */
-    char parts[512], tot1[32];
-    fptq_device_estimate e2, e1;
-    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 2, &e2);
-    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 1, &e1);
+    char parts[512], tot1[32], totm[32], wsm[32];
+    fptq_device_estimate e2, e1, em;
+    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 2, 0, &e2);
+    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 1, 0, &e1);
+    fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, 2, 1, &em);
     fptq_device_estimate_text(&e2, parts, sizeof parts);
     fptq_format_bytes(e1.total, tot1, sizeof tot1);
+    fptq_format_bytes(em.total, totm, sizeof totm);
+    fptq_format_bytes(em.workspace, wsm, sizeof wsm);
     printf("\nfptq quantize --backend cuda as built, rank 0: %.2f GiB (%s), %s with FPTQ_PREFETCH=0;\n"
-           "  it has no micro-batches and keeps fp32 weights, so it needs more than the design above\n",
-           e2.total / GIB, parts, tot1);
+           "  where the GPU has less free, the forward runs in micro-batches, down to one sample: %s\n"
+           "  (forward workspace %s); it keeps fp32 weights, where the design above counts bf16\n",
+           e2.total / GIB, parts, tot1, totm, wsm);
 
     fmt_time(p->t_forward, t2, sizeof t2);
     fmt_time(p->t_gptq, t3, sizeof t3);
@@ -441,10 +445,13 @@ static void print_json(const plan_args *a, const plan *p)
 
     /* what the worker holds today (fptq quantize --backend cuda), rank 0 */
     cJSON *wk = cJSON_AddObjectToObject(o, "worker_device_bytes");
-    for (int slots = 2; slots >= 1; slots--) {
+    for (int v = 0; v < 3; v++) {
+        /* streaming (2 layer buffers), FPTQ_PREFETCH=0, streaming with micro-batches of one sample */
+        static const char *const names[3] = {"prefetch", "no_prefetch", "micro_batch_1"};
         fptq_device_estimate e;
-        fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, slots, &e);
-        cJSON *w = cJSON_AddObjectToObject(wk, slots == 2 ? "prefetch" : "no_prefetch");
+        fptq_quantize_device_estimate(c, p->spr_max, p->seqlen, G, 0, v == 1 ? 1 : 2, v == 2 ? 1 : 0, &e);
+        cJSON *w = cJSON_AddObjectToObject(wk, names[v]);
+        cJSON_AddNumberToObject(w, "micro_batch", (double)e.micro_seqs);
         cJSON_AddNumberToObject(w, "activations", e.activations);
         cJSON_AddNumberToObject(w, "workspace", e.workspace);
         cJSON_AddNumberToObject(w, "weights", e.weights);

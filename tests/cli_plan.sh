@@ -59,6 +59,11 @@ for k, v in want.items():
     assert w[k] == v, (k, w[k], v)
 assert w["total"] == sum(want.values()) <= 80 * 2**30, w
 assert o["worker_device_bytes"]["no_prefetch"]["weights"] == P * 4, o["worker_device_bytes"]
+# micro-batches of one sample: only the forward's workspace shrinks
+w1 = o["worker_device_bytes"]["micro_batch_1"]
+assert w["micro_batch"] == 16 and w1["micro_batch"] == 1, (w, w1)
+assert w1["workspace"] == (T * (2 * H + 2 * q + 2 * kv + I) + min(2**28 // I, T) * I) * 4, w1
+assert w1["total"] == w["total"] - w["workspace"] + w1["workspace"], w1
 t = o["time"]
 assert t["estimate"] is True and t["assumed_tflops"] == 400 and t["per_layer_s"] > 0, t
 assert t["job_s_propagate_quantized"] >= t["job_s_propagate_stage"] > 0, t

@@ -112,4 +112,73 @@ check "w8a16 within 0.5% of fp32" $? "$w8 vs $fp32"
 awk -v a="$fp8" -v b="$fp32" 'BEGIN { d = a / b - 1; exit !(d < 0.02 && d > -0.02) }'
 check "fp8 within 2% of fp32" $? "$fp8 vs $fp32"
 
+# --- the forward in micro-batches (FPTQ_MICRO_SEQS; what a GPU short of
+# memory does): each group's input recomputed per micro-batch of 48 of the
+# 128 samples (the last one 32). What changes is the fp32 rounding of the
+# statistics' sums and, after a scale fold, of the recomputed input
+# (rmsnorm(x) * (norm / s) instead of (rmsnorm(x) * norm) / s). So layer 0's
+# losses, whose statistics are summed in another order only, stay within
+# 1e-4 (measured: GPTQ 0, SmoothQuant 8e-9); statistics of one micro-batch
+# alone move them by 1% to 10%, and a subsample for AWQ's search taken from
+# one micro-batch by 0.1% to 3%. AWQ's grid searches pick among near-equal
+# choices and the recomputed MLP input flips some (gate_proj's clip in layer
+# 0), so there only the attention block of layer 0 is held to 1e-4.
+# Perplexity is held to 1% only: rounding alone moves it by up to 0.53%
+# (AWQ) and 0.43% (SmoothQuant's static int8 activations, with OpenBLAS on
+# one thread; 0.01% on two), GPTQ's measured 0. The faults above moved it
+# by about 1% too, so the losses, not perplexity, are what tell them apart.
+micro() { # name, args...: quantize with micro-batches into $tmp/NAME
+    local name=$1
+    shift
+    FPTQ_MICRO_SEQS=48 "$fptq" quantize "${calib[@]}" "$@" --out "$tmp/$name" >"$tmp/$name.log" 2>&1
+}
+losses0() { # checkpoint [prefix]: layer 0's losses of the linears named prefix* (all but down_proj)
+    "$fptq" inspect "$1" --json | python3 -c '
+import json, sys
+l = json.load(sys.stdin)["layers"][0]["manifest"]["losses"]
+print(" ".join("%r" % l[n]["loss"] for n in sorted(l) if n.startswith(sys.argv[1]) and not n.startswith("mlp.down")))' "${2:-}"; }
+close() { # a b tol: every pair of numbers within tol (relative)
+    python3 -c '
+import sys
+a, b, t = sys.argv[1].split(), sys.argv[2].split(), float(sys.argv[3])
+w = max(abs(float(x) - float(y)) / max(abs(float(x)), 1e-30) for x, y in zip(a, b)) if a and len(a) == len(b) else 1
+print("%.1e" % w); sys.exit(w > t)' "$1" "$2" "$3"; }
+micro mgptq4 --scheme w4a16 --method gptq --group-size 32
+check "GPTQ in micro-batches of 48 samples" $? "$(tail -5 "$tmp/mgptq4.log")"
+grep -q "forward in micro-batches of 48 of the rank's 128 samples" "$tmp/mgptq4.log"
+check "  the run says it uses micro-batches" $? "$(head -3 "$tmp/mgptq4.log")"
+worst=$(close "$(losses0 "$tmp/b")" "$(losses0 "$tmp/mgptq4")" 1e-4)
+check "  layer 0's losses within 1e-4 of the whole batch's (worst $worst)" $? "worst $worst"
+mg=$(ppl_of "$tmp/mgptq4")
+within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a / b - 1; exit !(a > 0 && b > 0 && d < t && d > -t) }'; }
+within "$mg" "$gptq4" 0.01
+check "  ppl $mg within 1% of the whole batch's $gptq4" $? "$mg vs $gptq4"
+FPTQ_MICRO_SEQS=48 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/mres" \
+    --max-layers 2 --quiet >/dev/null 2>&1
+rc=$?
+FPTQ_MICRO_SEQS=48 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --out "$tmp/mres" \
+    --resume --quiet >"$tmp/mres.log" 2>&1
+rc2=$?
+"$fptq" inspect "$tmp/mgptq4" >"$tmp/insp_m" 2>&1
+"$fptq" inspect "$tmp/mres" >"$tmp/insp_mr" 2>&1
+dm=$(digest_of "$tmp/insp_m")
+[ $rc -eq 3 ] && [ $rc2 -eq 0 ] && [ -n "$dm" ] && [ "$(digest_of "$tmp/insp_mr")" = "$dm" ]
+check "  --max-layers 2, then --resume, in micro-batches: the uninterrupted digest" $? "rc=$rc rc2=$rc2 $(cat "$tmp/mres.log")"
+micro mawq4 --scheme w4a16 --method awq --group-size 32
+check "AWQ in micro-batches (the search's subsample picked across them)" $? "$(tail -5 "$tmp/mawq4.log")"
+worst=$(close "$(losses0 "$tmp/awq4" self_attn)" "$(losses0 "$tmp/mawq4" self_attn)" 1e-4)
+check "  layer 0's attention losses within 1e-4 of the whole batch's (worst $worst)" $? "worst $worst"
+ma=$(ppl_of "$tmp/mawq4")
+within "$ma" "$awq4" 0.01 && lt "$ma" "$rtn4"
+check "  ppl $ma within 1% of the whole batch's $awq4, below RTN's $rtn4" $? "$ma vs $awq4"
+sq=(--scheme w8a8 --method gptq --smoothquant 0.5 --act-order --group-size 0)
+sq8=$(q sq8 "${sq[@]}")
+micro msq8 "${sq[@]}"
+check "SmoothQuant + GPTQ w8a8 in micro-batches (the smoothed input observed again)" $? "$(tail -5 "$tmp/msq8.log")"
+worst=$(close "$(losses0 "$tmp/sq8")" "$(losses0 "$tmp/msq8")" 1e-4)
+check "  layer 0's losses within 1e-4 of the whole batch's (worst $worst)" $? "worst $worst"
+ms=$(ppl_of "$tmp/msq8")
+within "$ms" "$sq8" 0.01
+check "  ppl $ms within 1% of the whole batch's $sq8" $? "$ms vs $sq8"
+
 finish

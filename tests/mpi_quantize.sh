@@ -109,4 +109,29 @@ rc=$?
 [ $rc -eq 0 ] && grep -q "not be bit-identical" "$tmp/w.err" && grep -q "4 quantized now, 1 restored" "$tmp/w.out"
 check "resume of a 2-rank checkpoint on 1 rank works, with a warning" $? "rc=$rc $(cat "$tmp/w.out" "$tmp/w.err")"
 
+# --- AWQ on 2 ranks in micro-batches (24 of each rank's 64 samples): the
+# search's subsample is picked across ranks and micro-batches, so layer 0's
+# attention block (the same input and statistics summed in another order;
+# tests/cli_quantize.sh says why not the MLP's) keeps the whole batch's
+# losses to 1e-4; a subsample from one micro-batch moves them by 0.1% to 3%.
+awq=(--model "$ex/stories260K" --calib "$ex/tinystories.tok512.npy" --calib-samples 128 --calib-seqlen 256
+     --scheme w4a16 --method awq --group-size 32 --quiet)
+mpi 2 "$fptq" quantize "${awq[@]}" --out "$tmp/awq2" >"$tmp/awq2.log" 2>&1
+check "AWQ on 2 ranks" $? "$(tail -5 "$tmp/awq2.log")"
+FPTQ_MICRO_SEQS=24 mpi 2 -x FPTQ_MICRO_SEQS "$fptq" quantize "${awq[@]}" --out "$tmp/awq2m" >"$tmp/awq2m.log" 2>&1
+check "AWQ on 2 ranks in micro-batches of 24 samples" $? "$(tail -5 "$tmp/awq2m.log")"
+worst=$(python3 - "$fptq" "$tmp/awq2" "$tmp/awq2m" <<'PY'
+import json, subprocess, sys
+def l0(ck):
+    d = json.loads(subprocess.run([sys.argv[1], "inspect", ck, "--json"], capture_output=True, text=True, check=True).stdout)
+    return d["layers"][0]["manifest"]["losses"]
+a, b = l0(sys.argv[2]), l0(sys.argv[3])
+names = [n for n in a if n.startswith("self_attn")]
+w = max(abs(a[n]["loss"] - b[n]["loss"]) / abs(a[n]["loss"]) for n in names) if len(names) == 4 else 1
+print("%.1e" % w)
+sys.exit(w > 1e-4)
+PY
+)
+check "  layer 0's attention losses within 1e-4 of the whole batch's (worst $worst)" $? "worst $worst"
+
 finish

@@ -206,6 +206,114 @@ static void test_folds_keep_layer_output(void **state)
     fptq_model_close(&m);
 }
 
+/* What the hooks see of a layer run whole and in micro-batches. finish()
+ * of q/k/v halves v_proj (a change the later groups must see, as after
+ * quantization) and asks for gate/up's input once more. */
+typedef struct hook_log {
+    fptq_layer_weights *lw;
+    int64_t kv_elems;
+    int observes[LGROUP_COUNT], finishes[LGROUP_COUNT], held[LGROUP_COUNT];
+    int64_t next_r0[LGROUP_COUNT];     /* where the next micro-batch must start */
+    int bad_order;
+    double sum[LGROUP_COUNT], sq[LGROUP_COUNT]; /* of the input, over its last full pass */
+} hook_log;
+
+static fptq_status log_observe(void *ctx, fptq_linear_group g, const float *X, int64_t r0, int64_t rows, int64_t cols)
+{
+    hook_log *h = ctx;
+    if (r0 != h->next_r0[g])
+        h->bad_order = 1;
+    if (r0 == 0)
+        h->sum[g] = h->sq[g] = 0.0;
+    h->next_r0[g] = r0 + rows;
+    h->observes[g]++;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        h->sum[g] += X[i];
+        h->sq[g] += (double)X[i] * X[i];
+    }
+    return FPTQ_OK;
+}
+
+static fptq_status log_finish(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols, int *again)
+{
+    hook_log *h = ctx;
+    (void)cols;
+    if (h->next_r0[g] != rows)
+        h->bad_order = 1;                  /* not every row observed */
+    h->next_r0[g] = 0;
+    h->held[g] += X != NULL;
+    if (g == LGROUP_QKV)
+        for (int64_t i = 0; i < h->kv_elems; i++)
+            h->lw->w[LIN_V][i] *= 0.5f;
+    *again = g == LGROUP_GATE_UP && h->finishes[g] == 0;
+    h->finishes[g]++;
+    return FPTQ_OK;
+}
+
+/* A layer in micro-batches of 2 of 5 sequences (2, 2, 1) against the whole
+ * batch, with hooks: each group's input observed in order and whole (the
+ * again-pass too), finish once per pass, X handed only when held whole; the
+ * inputs (their sum and sum of squares) and the layer's output the whole
+ * batch's, the change finish made included. The same computations on the
+ * same rows, in other GEMM shapes: 1e-6 relative. */
+static void test_micro_batches(void **state)
+{
+    (void)state;
+    fptq_model m;
+    fptq_tokens tok;
+    check_ok(fptq_model_open(MODEL, &m));
+    check_ok(tokens_load(TOKENS, m.cfg.vocab_size, &tok));
+    const llama_config *c = &m.cfg;
+    const int64_t n_seq = 5, T = 32, rows = n_seq * T, H = c->hidden_size;
+    rope_table rt;
+    const rope_params rp = fptq_rope_params(c);
+    check_ok(rope_table_init(&rp, T, &rt));
+    float *x[2];
+    hook_log log[2];
+    for (int v = 0; v < 2; v++) {
+        fptq_layer_weights lw;
+        fptq_forward_ws ws;
+        check_ok(fptq_layer_alloc(c, &lw));
+        check_ok(fptq_layer_load(&m, 1, &lw));
+        check_ok(fptq_forward_ws_alloc(be, c, v == 0 ? rows : 2 * T, &ws));
+        x[v] = malloc((size_t)(rows * H) * sizeof(float));
+        check_ok(fptq_embed(&m, tok.ids, rows, x[v]));
+        memset(&log[v], 0, sizeof log[v]);
+        log[v].lw = &lw;
+        log[v].kv_elems = c->num_key_value_heads * c->head_dim * H;
+        fptq_layer_hooks hooks = {.observe = log_observe, .finish = log_finish, .ctx = &log[v]};
+        check_ok(fptq_layer_forward(be, c, &lw, &rt, x[v], n_seq, T, &ws, &hooks));
+        fptq_forward_ws_free(&ws);
+        fptq_layer_free(&lw);
+    }
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        const int passes = g == LGROUP_GATE_UP ? 2 : 1;
+        assert_int_equal(log[0].observes[g], passes);
+        assert_int_equal(log[1].observes[g], 3 * passes);
+        assert_int_equal(log[0].finishes[g], passes);
+        assert_int_equal(log[1].finishes[g], passes);
+        assert_int_equal(log[0].held[g], passes);
+        assert_int_equal(log[1].held[g], 0);
+        print_message("group %d input: sum %.6g vs %.6g, sum of squares %.6g vs %.6g\n", g, log[0].sum[g],
+                      log[1].sum[g], log[0].sq[g], log[1].sq[g]);
+        assert_true(fabs(log[1].sq[g] - log[0].sq[g]) <= 1e-6 * log[0].sq[g]);
+        assert_true(fabs(log[1].sum[g] - log[0].sum[g]) <= 1e-6 * sqrt(log[0].sq[g] * (double)rows));
+    }
+    assert_false(log[0].bad_order);
+    assert_false(log[1].bad_order);
+    double num = 0, den = 0;
+    for (int64_t i = 0; i < rows * H; i++) {
+        num += ((double)x[1][i] - x[0][i]) * ((double)x[1][i] - x[0][i]);
+        den += (double)x[0][i] * x[0][i];
+    }
+    print_message("layer output in micro-batches, relative L2 difference %.3g\n", sqrt(num / den));
+    assert_true(sqrt(num / den) <= 1e-6);
+    free(x[0]); free(x[1]);
+    rope_table_free(&rt);
+    tokens_free(&tok);
+    fptq_model_close(&m);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -215,6 +323,7 @@ int main(void)
         cmocka_unit_test(test_bf16_sharded_close_to_fp32),
         cmocka_unit_test(test_eval_window_range_checked),
         cmocka_unit_test(test_folds_keep_layer_output),
+        cmocka_unit_test(test_micro_batches),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

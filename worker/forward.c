@@ -166,18 +166,173 @@ fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float
     return FPTQ_OK;
 }
 
-/* The hook (calibration), then the input's fake-quantization, of group g. */
-static fptq_status before_group(const fptq_backend *be, const fptq_layer_weights *lw,
-                                const fptq_layer_hooks *hooks, fptq_linear_group g, float *X,
-                                int64_t rows, int64_t cols)
+double fptq_forward_ws_bytes(int host_memory, const llama_config *c, int64_t rows)
 {
-    if (hooks)
-        FPTQ_TRY(hooks->before_group(hooks->ctx, g, X, rows, cols));
+    const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
+    const double H = (double)c->hidden_size, I = (double)c->intermediate_size;
+    return ((double)rows * (2.0 * H + 2.0 * q + 2.0 * kv + I) +
+            (double)fptq_forward_up_rows(host_memory, c, rows) * I) * (double)sizeof(float);
+}
+
+int64_t fptq_forward_micro_seqs(int host_memory, const llama_config *c, int64_t n_seq, int64_t seq_len, double budget)
+{
+    const char *env = getenv("FPTQ_MICRO_SEQS");
+    if (env && atoll(env) > 0)
+        return atoll(env) < n_seq ? atoll(env) : n_seq;
+    if (host_memory || budget <= 0.0)
+        return n_seq;
+    int64_t n = n_seq;
+    while (n > 0 && fptq_forward_ws_bytes(host_memory, c, n * seq_len) > budget)
+        n--;
+    return n;
+}
+
+/* The columns of group g's input. */
+static int64_t group_cols(const llama_config *c, fptq_linear_group g)
+{
     fptq_linear_id first;
     int count;
+    int64_t out, in;
+    fptq_linear_group_members(g, &first, &count);
+    fptq_linear_shape(c, first, &out, &in);
+    return in;
+}
+
+/* What runs one micro-batch through the layer's parts. */
+typedef struct layer_run {
+    const fptq_backend *be;
+    const llama_config *c;
+    const fptq_layer_weights *lw;
+    const rope_table *rt;
+    fptq_forward_ws *ws;
+} layer_run;
+
+/* The input of the attention (LGROUP_QKV) or MLP (LGROUP_GATE_UP) block:
+ * the residual stream x normed into ws->h. */
+static fptq_status block_input(const layer_run *f, fptq_linear_group g, const float *x, int64_t rows, float **X)
+{
+    const float *norm = g == LGROUP_QKV ? f->lw->attn_norm : f->lw->mlp_norm;
+    FPTQ_TRY(f->be->rmsnorm(x, rows, f->c->hidden_size, norm, (float)f->c->rms_norm_eps, f->ws->h));
+    *X = f->ws->h;
+    return FPTQ_OK;
+}
+
+/* Group g on its input X (fake-quantized first when lw->act says so), on to
+ * the next group's input *next: attention after q/k/v, the MLP block's
+ * input after o_proj (whose output joins x), silu(gate) * up after
+ * gate/up; after down_proj (whose output joins x) *next is NULL. */
+static fptq_status run_group(const layer_run *f, fptq_linear_group g, float *X, float *x, int64_t n_seq,
+                             int64_t seq_len, float **next)
+{
+    const fptq_backend *be = f->be;
+    const llama_config *c = f->c;
+    const fptq_layer_weights *lw = f->lw;
+    fptq_forward_ws *ws = f->ws;
+    const int64_t rows = n_seq * seq_len, hidden = c->hidden_size;
+    fptq_linear_id first;
+    int count;
+    int64_t out, in;
     fptq_linear_group_members(g, &first, &count);
     if (lw->act[first].kind != ACTQ_NONE)
-        FPTQ_TRY(be->act_quant(&lw->act[first], X, rows, cols));
+        FPTQ_TRY(be->act_quant(&lw->act[first], X, rows, group_cols(c, g)));
+    *next = NULL;
+    switch (g) {
+    case LGROUP_QKV: /* attention(rope(q), rope(k), v) */
+        fptq_linear_shape(c, LIN_Q, &out, &in);
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_Q], out, lw->bias[LIN_Q], ws->q));
+        fptq_linear_shape(c, LIN_K, &out, &in);
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_K], out, lw->bias[LIN_K], ws->k));
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_V], out, lw->bias[LIN_V], ws->v));
+        FPTQ_TRY(be->rope(ws->q, n_seq, seq_len, c->num_attention_heads, f->rt));
+        FPTQ_TRY(be->rope(ws->k, n_seq, seq_len, c->num_key_value_heads, f->rt));
+        FPTQ_TRY(be->attention(ws->q, ws->k, ws->v, n_seq, seq_len, c->num_attention_heads, c->num_key_value_heads,
+                               c->head_dim, ws->attn));
+        *next = ws->attn;
+        return FPTQ_OK;
+    case LGROUP_O: /* x += o_proj(attention) */
+        fptq_linear_shape(c, LIN_O, &out, &in);
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_O], out, lw->bias[LIN_O], ws->o));
+        FPTQ_TRY(be->add(x, ws->o, rows * hidden));
+        return block_input(f, LGROUP_GATE_UP, x, rows, next);
+    case LGROUP_GATE_UP: /* silu(gate) * up, up in chunks of rows where the workspace is short */
+        fptq_linear_shape(c, LIN_GATE, &out, &in);
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_GATE], out, NULL, ws->gate));
+        for (int64_t r0 = 0; r0 < rows; r0 += ws->up_rows) {
+            const int64_t nr = rows - r0 < ws->up_rows ? rows - r0 : ws->up_rows;
+            FPTQ_TRY(be->linear(X + r0 * in, nr, in, lw->w[LIN_UP], out, NULL, ws->up));
+            FPTQ_TRY(be->swiglu(ws->gate + r0 * out, ws->up, nr * out));
+        }
+        *next = ws->gate;
+        return FPTQ_OK;
+    case LGROUP_DOWN: /* x += down(silu(gate) * up) */
+        fptq_linear_shape(c, LIN_DOWN, &out, &in);
+        FPTQ_TRY(be->linear(X, rows, in, lw->w[LIN_DOWN], out, NULL, ws->o));
+        FPTQ_TRY(be->add(x, ws->o, rows * hidden));
+        return FPTQ_OK;
+    default:
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "forward: no group %d", (int)g);
+    }
+}
+
+/* The hooks' finish for group g, again while they ask. */
+static fptq_status finish_group(const layer_run *f, const fptq_layer_hooks *hooks, fptq_linear_group g, float *X,
+                                int64_t rows, int *again)
+{
+    *again = 0;
+    FPTQ_TRY(hooks->finish(hooks->ctx, g, X, rows, group_cols(f->c, g), again));
+    return FPTQ_OK;
+}
+
+/* The whole batch as one micro-batch: each group's input is handed to the
+ * hooks and the layer goes on from it. */
+static fptq_status layer_whole(const layer_run *f, float *x, int64_t n_seq, int64_t seq_len,
+                               const fptq_layer_hooks *hooks)
+{
+    const int64_t rows = n_seq * seq_len;
+    float *X;
+    FPTQ_TRY(block_input(f, LGROUP_QKV, x, rows, &X));
+    for (int g = 0; g < LGROUP_COUNT; g++) {
+        const int64_t cols = group_cols(f->c, (fptq_linear_group)g);
+        int again = hooks != NULL;
+        while (again) {
+            FPTQ_TRY(hooks->observe(hooks->ctx, (fptq_linear_group)g, X, 0, rows, cols));
+            FPTQ_TRY(finish_group(f, hooks, (fptq_linear_group)g, X, rows, &again));
+        }
+        FPTQ_TRY(run_group(f, (fptq_linear_group)g, X, x, n_seq, seq_len, &X));
+    }
+    return FPTQ_OK;
+}
+
+/* Micro-batches of `per` sequences with hooks: for each group, every
+ * micro-batch's input is computed from x (the layer's input; after the MLP
+ * block's first pass, the residual stream after attention) and observed,
+ * then the hooks finish the group; the last pass adds the MLP's output. */
+static fptq_status layer_micro(const layer_run *f, float *x, int64_t n_seq, int64_t seq_len, int64_t per,
+                               const fptq_layer_hooks *hooks)
+{
+    const int64_t hidden = f->c->hidden_size;
+    int attention_added = 0; /* x holds the residual stream after attention */
+    for (int g = 0; g <= LGROUP_COUNT; g++) {
+        int again = 1;
+        while (again) {
+            for (int64_t s0 = 0; s0 < n_seq; s0 += per) {
+                const int64_t ns = n_seq - s0 < per ? n_seq - s0 : per, r0 = s0 * seq_len;
+                float *xc = x + r0 * hidden, *X;
+                const int start = attention_added ? LGROUP_GATE_UP : LGROUP_QKV;
+                FPTQ_TRY(block_input(f, (fptq_linear_group)start, xc, ns * seq_len, &X));
+                for (int h = start; h < g; h++)
+                    FPTQ_TRY(run_group(f, (fptq_linear_group)h, X, xc, ns, seq_len, &X));
+                if (g < LGROUP_COUNT)
+                    FPTQ_TRY(hooks->observe(hooks->ctx, (fptq_linear_group)g, X, r0, ns * seq_len,
+                                            group_cols(f->c, (fptq_linear_group)g)));
+            }
+            if (g > LGROUP_O)
+                attention_added = 1;
+            if (g == LGROUP_COUNT)
+                break;
+            FPTQ_TRY(finish_group(f, hooks, (fptq_linear_group)g, NULL, n_seq * seq_len, &again));
+        }
+    }
     return FPTQ_OK;
 }
 
@@ -186,45 +341,18 @@ fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
                                int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws,
                                const fptq_layer_hooks *hooks)
 {
-    const int64_t rows = n_seq * seq_len, hidden = c->hidden_size;
-    const int64_t nh = c->num_attention_heads, nkv = c->num_key_value_heads, hd = c->head_dim;
-    const float eps = (float)c->rms_norm_eps;
-    if (rows > ws->rows)
-        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "forward: %lld rows over workspace of %lld",
-                         (long long)rows, (long long)ws->rows);
-    int64_t out, in;
-
-    /* attention block: x += o_proj(attention(rope(q), rope(k), v)) */
-    FPTQ_TRY(be->rmsnorm(x, rows, hidden, lw->attn_norm, eps, ws->h));
-    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_QKV, ws->h, rows, hidden));
-    fptq_linear_shape(c, LIN_Q, &out, &in);
-    FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_Q], out, lw->bias[LIN_Q], ws->q));
-    fptq_linear_shape(c, LIN_K, &out, &in);
-    FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_K], out, lw->bias[LIN_K], ws->k));
-    FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_V], out, lw->bias[LIN_V], ws->v));
-    FPTQ_TRY(be->rope(ws->q, n_seq, seq_len, nh, rt));
-    FPTQ_TRY(be->rope(ws->k, n_seq, seq_len, nkv, rt));
-    FPTQ_TRY(be->attention(ws->q, ws->k, ws->v, n_seq, seq_len, nh, nkv, hd, ws->attn));
-    fptq_linear_shape(c, LIN_O, &out, &in);
-    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_O, ws->attn, rows, in));
-    FPTQ_TRY(be->linear(ws->attn, rows, in, lw->w[LIN_O], out, lw->bias[LIN_O], ws->o));
-    FPTQ_TRY(be->add(x, ws->o, rows * hidden));
-
-    /* MLP block: x += down(silu(gate(h)) * up(h)) */
-    FPTQ_TRY(be->rmsnorm(x, rows, hidden, lw->mlp_norm, eps, ws->h));
-    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_GATE_UP, ws->h, rows, hidden));
-    fptq_linear_shape(c, LIN_GATE, &out, &in);
-    FPTQ_TRY(be->linear(ws->h, rows, in, lw->w[LIN_GATE], out, NULL, ws->gate));
-    /* up in chunks of rows where the workspace is short; gate becomes silu(gate) * up */
-    for (int64_t r0 = 0; r0 < rows; r0 += ws->up_rows) {
-        const int64_t nr = rows - r0 < ws->up_rows ? rows - r0 : ws->up_rows;
-        FPTQ_TRY(be->linear(ws->h + r0 * in, nr, in, lw->w[LIN_UP], out, NULL, ws->up));
-        FPTQ_TRY(be->swiglu(ws->gate + r0 * out, ws->up, nr * out));
-    }
-    fptq_linear_shape(c, LIN_DOWN, &out, &in);
-    FPTQ_TRY(before_group(be, lw, hooks, LGROUP_DOWN, ws->gate, rows, in));
-    FPTQ_TRY(be->linear(ws->gate, rows, in, lw->w[LIN_DOWN], out, NULL, ws->o));
-    FPTQ_TRY(be->add(x, ws->o, rows * hidden));
+    const int64_t per = seq_len > 0 ? ws->rows / seq_len : 0;
+    if (per < 1)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "forward: a workspace of %lld rows holds no sequence of %lld",
+                         (long long)ws->rows, (long long)seq_len);
+    const layer_run f = {.be = be, .c = c, .lw = lw, .rt = rt, .ws = ws};
+    if (n_seq <= per)
+        return layer_whole(&f, x, n_seq, seq_len, hooks);
+    if (hooks)
+        return layer_micro(&f, x, n_seq, seq_len, per, hooks);
+    for (int64_t s0 = 0; s0 < n_seq; s0 += per)
+        FPTQ_TRY(layer_whole(&f, x + s0 * seq_len * c->hidden_size, n_seq - s0 < per ? n_seq - s0 : per, seq_len,
+                             NULL));
     return FPTQ_OK;
 }
 
@@ -325,7 +453,9 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
     FPTQ_TRY_GOTO(fptq_calloc(xbytes, 1, "activations", &hx), st, done);
     FPTQ_TRY_GOTO(fptq_calloc((size_t)rows, sizeof(int32_t), "targets", &targets), st, done);
     FPTQ_TRY_GOTO(fptq_layer_stream_init(&ls, be, m), st, done);
-    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, rows, &ws), st, done);
+    /* without hooks micro-batches cost nothing more: a workspace of at most 4 GiB on a device */
+    const int64_t micro = fptq_forward_micro_seqs(be->host_memory, c, n_seq, seq_len, 4.0 * (1 << 30));
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, (micro > 0 ? micro : 1) * seq_len, &ws), st, done);
     FPTQ_TRY_GOTO(rope_table_init(&rp, seq_len, &rt), st, done);
     FPTQ_TRY_GOTO(fptq_embed(m, ids, rows, hx), st, done);
     if (be->host_memory) {

@@ -9,8 +9,8 @@
 
 #include "model.h"
 
-/* Scratch for one batch through one layer, in the backend's memory; sized
- * once per batch shape. */
+/* Scratch for one micro-batch through one layer (rows: its tokens), in the
+ * backend's memory. */
 typedef struct fptq_forward_ws {
     const fptq_backend *be;
     int64_t rows;
@@ -56,18 +56,37 @@ fptq_status fptq_dev_get(const fptq_backend *be, float *host, const float *dev, 
 /* x[n, hidden] = embedding rows of ids[n] (rows converted on demand from the mmap); host memory. */
 fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float *x);
 
-/* Called with the input X[rows, cols] of a group of linears just before
- * they run (calibration). It may change the layer's weights and norms and X
- * itself (scale folds, quantization); the group then runs with what it left,
- * its input fake-quantized by lw->act when set. */
+/* Calibration hooks. For each group of linears g, in the layer's order,
+ * observe() is handed the group's input, a micro-batch at a time: rows
+ * [r0, r0 + rows) of the batch; then finish() is called once. finish() may
+ * change the layer's weights and norms (scale folds, quantization); X is the
+ * whole input when the batch ran as one micro-batch (finish may then scale
+ * it in place, and the layer goes on from it), NULL otherwise (the forward
+ * recomputes each micro-batch's input from the layer's input with what
+ * finish left). With *again set, the input is observed once more and finish
+ * called again. The group then runs with the weights finish left, its input
+ * fake-quantized by lw->act when set. */
 typedef struct fptq_layer_hooks {
-    fptq_status (*before_group)(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols);
+    fptq_status (*observe)(void *ctx, fptq_linear_group g, const float *X, int64_t r0, int64_t rows, int64_t cols);
+    fptq_status (*finish)(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols, int *again);
     void *ctx;
 } fptq_layer_hooks;
 
-/* One decoder layer, in place on x[n_seq * seq_len, hidden]; hooks may be NULL.
- * x, ws and lw's arrays are in the backend's memory (lw: fptq_dev_layer.w), and
- * so is the X the hook is handed. */
+/* Bytes of the workspace fptq_forward_ws_alloc makes for `rows` tokens. */
+double fptq_forward_ws_bytes(int host_memory, const llama_config *c, int64_t rows);
+
+/* Sequences the forward runs at once (a micro-batch; the workspace is sized
+ * for it): FPTQ_MICRO_SEQS=n when set; else all n_seq on host backends or
+ * when budget <= 0; else the most whose workspace fits in budget bytes (0
+ * when not even one does). Never more than n_seq. */
+int64_t fptq_forward_micro_seqs(int host_memory, const llama_config *c, int64_t n_seq, int64_t seq_len, double budget);
+
+/* One decoder layer, in place on x[n_seq * seq_len, hidden], in micro-batches
+ * of the sequences ws holds; hooks may be NULL. x, ws and lw's arrays are in
+ * the backend's memory (lw: fptq_dev_layer.w), and so is the X the hooks
+ * are handed. With hooks and more than one micro-batch, each group's input
+ * is recomputed from x per micro-batch: q/k/v, attention and gate/up run
+ * twice, o_proj and down_proj once. */
 fptq_status fptq_layer_forward(const fptq_backend *be, const llama_config *c,
                                const fptq_layer_weights *lw, const rope_table *rt, float *x,
                                int64_t n_seq, int64_t seq_len, fptq_forward_ws *ws,

@@ -32,7 +32,8 @@ static smooth_group group_of(const layer_job *j, fptq_linear_group g)
 }
 
 /* Folds X / s into what produces X, and W s into the group's linears: on
- * the host layer, then uploaded to the backend's. *folded = 0 when the
+ * the host layer, then uploaded to the backend's; X itself (when the
+ * forward holds it whole; else NULL) is scaled too. *folded = 0 when the
  * group's input cannot absorb a scale (o_proj under GQA: v_proj's rows feed
  * several heads' worth of o_proj columns). */
 static fptq_status fold_group_scale(layer_job *j, fptq_linear_group g, const float *s, float *X, int64_t rows,
@@ -76,7 +77,8 @@ static fptq_status fold_group_scale(layer_job *j, fptq_linear_group g, const flo
         fold_scale_into_input(sg.W[i], sg.rows[i], sg.cols, s);
         FPTQ_TRY(fptq_dev_put(be, dw->w[first + i], sg.W[i], sg.rows[i] * sg.cols));
     }
-    FPTQ_TRY(be->scale_columns(X, rows, sg.cols, s));
+    if (X)
+        FPTQ_TRY(be->scale_columns(X, rows, sg.cols, s));
     *folded = 1;
     return FPTQ_OK;
 }
@@ -175,15 +177,21 @@ static fptq_status quantize_linear(layer_job *j, fptq_linear_id id, const int64_
     return FPTQ_OK;
 }
 
-/* The statistics of X, summed over the stage's ranks (raw sums and token
- * counts; scaled once, later, into H); the per-channel sums and maxima also
- * in the host copies j->abs_sum, j->abs_max. */
-static fptq_status gather_stats(layer_job *j, linear_stats *stats, const float *X, int64_t rows)
+/* Adds rows [r0, r0 + rows) of X to this rank's statistics (raw sums and
+ * token counts; scaled once, later, into H), starting afresh at row 0. */
+static fptq_status stats_observe(layer_job *j, linear_stats *stats, const float *X, int64_t r0, int64_t rows)
+{
+    if (r0 == 0)
+        FPTQ_TRY(j->be->stats_reset(stats));
+    return j->be->stats_accumulate(stats, X, rows);
+}
+
+/* The statistics summed over the stage's ranks; the per-channel sums and
+ * maxima also in the host copies j->abs_sum, j->abs_max. */
+static fptq_status stats_reduce(layer_job *j, linear_stats *stats)
 {
     const fptq_collectives *c = j->coll, *dc = j->dcoll;
     const fptq_backend *be = j->be;
-    FPTQ_TRY(be->stats_reset(stats));
-    FPTQ_TRY(be->stats_accumulate(stats, X, rows));
     const size_t cols = (size_t)stats->cols;
     FPTQ_TRY(dc->allreduce(dc->ctx, stats->xtx, cols * cols, FPTQ_DT_F32, FPTQ_OP_SUM));
     FPTQ_TRY(dc->allreduce(dc->ctx, stats->abs_sum, cols, FPTQ_DT_F64, FPTQ_OP_SUM));
@@ -198,49 +206,69 @@ static fptq_status gather_stats(layer_job *j, linear_stats *stats, const float *
 
 /* AWQ scores on a subsample of AWQ_TOKENS tokens: evenly spaced rows of
  * every rank's X, gathered, so that all ranks search on the same data (and
- * one rank picks exactly the rows awq_search_scale would pick itself). */
+ * one rank picks exactly the rows awq_search_scale would pick itself).
+ * subsample_plan shares out the tokens (once per layer: it depends on the
+ * ranks' row counts only), subsample_observe copies this rank's picks as
+ * the micro-batches pass, subsample_gather shares them. */
 #define AWQ_TOKENS 4096
-static fptq_status gather_subsample(layer_job *j, const float *X, int64_t rows, int64_t cols, int64_t *n_out)
+static fptq_status subsample_plan(layer_job *j, int64_t rows)
 {
     const fptq_collectives *c = j->coll;
     int64_t total = rows;
     FPTQ_TRY(c->allreduce(c->ctx, &total, 1, FPTQ_DT_I64, FPTQ_OP_SUM));
     const int64_t want = total < AWQ_TOKENS ? total : AWQ_TOKENS;
-    int64_t *k;
-    size_t *counts;
-    FPTQ_TRY(fptq_calloc((size_t)c->size, sizeof(int64_t), "subsample sizes", &k));
-    fptq_status st = fptq_calloc((size_t)c->size, sizeof(size_t), "subsample counts", &counts);
-    if (st != FPTQ_OK) {
-        free(k);
-        return st;
-    }
     /* this rank's share, in proportion to its tokens */
-    const int64_t mine = (int64_t)((double)want * (double)rows / (double)total + 0.5);
+    const int64_t mine = (int64_t)((double)want * (double)rows / (double)(total > 0 ? total : 1) + 0.5);
     for (int m = 0; m < c->size; m++)
-        counts[m] = sizeof(int64_t);
-    k[c->rank] = mine < rows ? mine : rows;
-    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, &k[c->rank], k, counts), st, done);
-    int64_t off = 0, n = 0;
+        j->sub_counts[m] = sizeof(int64_t);
+    j->sub_k[c->rank] = mine < rows ? mine : rows;
+    FPTQ_TRY(c->allgatherv(c->ctx, &j->sub_k[c->rank], j->sub_k, j->sub_counts));
+    j->sub_off = 0;
+    j->sub_n = 0;
     for (int m = 0; m < c->size; m++) {
         if (m < c->rank)
-            off += k[m];
-        n += k[m];
-        counts[m] = (size_t)(k[m] * cols) * sizeof(float);
+            j->sub_off += j->sub_k[m];
+        j->sub_n += j->sub_k[m];
     }
-    float *dst = j->Xs + off * cols;
-    for (int64_t i = 0; i < k[c->rank]; i++)
-        FPTQ_TRY_GOTO(fptq_dev_get(j->be, dst + i * cols, X + (i * rows / k[c->rank]) * cols, cols), st, done);
-    FPTQ_TRY_GOTO(c->allgatherv(c->ctx, dst, j->Xs, counts), st, done);
-    *n_out = n;
-    st = FPTQ_OK;
-done:
-    free(k);
-    free(counts);
-    return st;
+    j->rows = rows;
+    return FPTQ_OK;
 }
 
-/* The hook: statistics, scale folds, quantization of group g, activation scales. */
-static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols)
+static fptq_status subsample_observe(layer_job *j, const float *X, int64_t r0, int64_t rows, int64_t cols)
+{
+    const int64_t k = j->sub_k[j->coll->rank];
+    float *dst = j->Xs + j->sub_off * cols;
+    for (int64_t i = 0; i < k; i++) {
+        const int64_t row = i * j->rows / k;
+        if (row >= r0 && row < r0 + rows)
+            FPTQ_TRY(fptq_dev_get(j->be, dst + i * cols, X + (row - r0) * cols, cols));
+    }
+    return FPTQ_OK;
+}
+
+static fptq_status subsample_gather(layer_job *j, int64_t cols)
+{
+    const fptq_collectives *c = j->coll;
+    for (int m = 0; m < c->size; m++)
+        j->sub_counts[m] = (size_t)(j->sub_k[m] * cols) * sizeof(float);
+    return c->allgatherv(c->ctx, j->Xs + j->sub_off * cols, j->Xs, j->sub_counts);
+}
+
+/* The hooks: statistics (and AWQ's subsample) of each micro-batch ... */
+static fptq_status layer_job_observe(void *ctx, fptq_linear_group g, const float *X, int64_t r0, int64_t rows,
+                                     int64_t cols)
+{
+    layer_job *j = ctx;
+    FPTQ_TRY(stats_observe(j, &j->stats[g], X, r0, rows));
+    if (j->awq_search_only)
+        FPTQ_TRY(subsample_observe(j, X, r0, rows, cols));
+    return FPTQ_OK;
+}
+
+/* ... then the statistics summed over the stage, scale folds, quantization
+ * of group g, activation scales. */
+static fptq_status layer_job_finish(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols,
+                                    int *again)
 {
     layer_job *j = ctx;
     const fptq_recipe *r = j->r;
@@ -249,14 +277,14 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
     int count;
     fptq_linear_group_members(g, &first, &count);
     linear_stats *stats = &j->stats[g];
-    FPTQ_TRY(gather_stats(j, stats, X, rows));
+    FPTQ_TRY(stats_reduce(j, stats));
 
     if (j->awq_search_only) {
         smooth_group sg = group_of(j, g);
         for (int64_t k = 0; k < cols; k++)
             j->abs_mean[k] = j->abs_sum[k] / (double)stats->tokens;
-        int64_t ns;
-        FPTQ_TRY(gather_subsample(j, X, rows, cols, &ns));
+        const int64_t ns = j->sub_n;
+        FPTQ_TRY(subsample_gather(j, cols));
         awq_opts ao = {.grid = 20, .max_tokens = AWQ_TOKENS, .clip_grid = 20};
         float alpha = 0.0f;
         double err = 0.0;
@@ -273,13 +301,17 @@ static fptq_status layer_job_group(void *ctx, fptq_linear_group g, float *X, int
         return FPTQ_OK;
     }
 
-    if (r->smoothquant_alpha >= 0.0f && (g == LGROUP_QKV || g == LGROUP_GATE_UP)) {
+    if (r->smoothquant_alpha >= 0.0f && (g == LGROUP_QKV || g == LGROUP_GATE_UP) && !j->smoothed) {
+        /* fold, then have the smoothed input observed again */
         smooth_group sg = group_of(j, g);
         int folded;
         smoothquant_scales(j->abs_max, &sg, r->smoothquant_alpha, j->scale);
         FPTQ_TRY(fold_group_scale(j, g, j->scale, X, rows, &folded));
-        FPTQ_TRY(gather_stats(j, stats, X, rows));
+        j->smoothed = 1;
+        *again = 1;
+        return FPTQ_OK;
     }
+    j->smoothed = 0;
 
     /* H in place of the raw sums, which are done with */
     j->H = stats->xtx;
@@ -383,6 +415,8 @@ fptq_status layer_job_init(layer_job *j, const fptq_backend *be, const fptq_coll
     FPTQ_TRY(fptq_calloc((size_t)max_cols, sizeof(double), "channel means", &j->abs_mean));
     FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_begin));
     FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "row split", &j->row_end));
+    FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(int64_t), "subsample shares", &j->sub_k));
+    FPTQ_TRY(fptq_calloc((size_t)coll->size, sizeof(size_t), "subsample counts", &j->sub_counts));
     if (r->method == METHOD_AWQ)
         FPTQ_TRY(fptq_calloc((size_t)(AWQ_TOKENS + coll->size) * (size_t)max_cols, sizeof(float), "AWQ subsample", &j->Xs));
     return FPTQ_OK;
@@ -405,6 +439,8 @@ void layer_job_free(layer_job *j)
     free(j->Xs);
     free(j->row_begin);
     free(j->row_end);
+    free(j->sub_k);
+    free(j->sub_counts);
     for (int id = 0; id < LIN_COUNT; id++)
         free(j->clip[id]);
     memset(j, 0, sizeof *j);
@@ -419,7 +455,7 @@ fptq_status quantize_layer(const fptq_model *m, layer_job *j, int64_t l, fptq_la
     const fptq_backend *be = j->be;
     const fptq_recipe *r = j->r;
     const size_t xbytes = (size_t)(n_seq * seq_len * c->hidden_size) * sizeof(float);
-    fptq_layer_hooks hooks = {.before_group = layer_job_group, .ctx = j};
+    fptq_layer_hooks hooks = {.observe = layer_job_observe, .finish = layer_job_finish, .ctx = j};
     j->layer = l;
     j->lw = lw;
     j->dl = dl;
@@ -429,6 +465,7 @@ fptq_status quantize_layer(const fptq_model *m, layer_job *j, int64_t l, fptq_la
     out->n_linears = LIN_COUNT;
     if (r->method == METHOD_AWQ) {
         /* AWQ searches on the full-precision block, then quantizes (llm-awq's order) */
+        FPTQ_TRY(subsample_plan(j, n_seq * seq_len));
         j->awq_search_only = 1;
         FPTQ_TRY(be->mem_copy(xw, x, xbytes));
         FPTQ_TRY(fptq_layer_forward(be, c, &dl->w, rt, xw, n_seq, seq_len, ws, &hooks));
@@ -452,10 +489,19 @@ typedef struct stats_hook {
     linear_stats *stats;
 } stats_hook;
 
-static fptq_status stats_hook_group(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols)
+static fptq_status stats_hook_observe(void *ctx, fptq_linear_group g, const float *X, int64_t r0, int64_t rows,
+                                     int64_t cols)
 {
     stats_hook *h = ctx;
-    return gather_stats(&h->j, &h->stats[g], X, rows);
+    (void)cols;
+    return stats_observe(&h->j, &h->stats[g], X, r0, rows);
+}
+
+static fptq_status stats_hook_finish(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols, int *again)
+{
+    stats_hook *h = ctx;
+    (void)X, (void)rows, (void)cols, (void)again;
+    return stats_reduce(&h->j, &h->stats[g]);
 }
 
 fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const fptq_collectives *coll, int64_t l,
@@ -469,7 +515,7 @@ fptq_status fptq_layer_stats(const fptq_backend *be, const fptq_model *m, const 
     h.j.coll = coll;
     h.j.dcoll = coll;
     h.stats = stats;
-    fptq_layer_hooks hooks = {.before_group = stats_hook_group, .ctx = &h};
+    fptq_layer_hooks hooks = {.observe = stats_hook_observe, .finish = stats_hook_finish, .ctx = &h};
     fptq_layer_weights lw = {0};
     fptq_dev_layer dl = {0};
     fptq_forward_ws ws = {0};

@@ -38,6 +38,11 @@ typedef struct layer_job {
                                   * (sized for its largest share, layer_job_max_share) */
     float *scale;                /* host: channel scales */
     float *Xs;                   /* host, AWQ: the token subsample gathered from every rank */
+    int64_t *sub_k;              /* [ranks of the stage]: each one's tokens in it */
+    size_t *sub_counts;          /* [ranks of the stage]: gather sizes */
+    int64_t sub_off, sub_n;      /* this rank's first token in it; its tokens */
+    int64_t rows;                /* this rank's calibration tokens */
+    int smoothed;                /* SmoothQuant: the group in hand is folded, observed again */
     double *abs_mean;
     int64_t *row_begin, *row_end;/* [ranks of the stage]: rows of the linear in hand */
     void *gptq_plan;             /* GPTQ: of the group in hand (backend's gptq_prepare) */

@@ -192,6 +192,7 @@ typedef struct job {
     int64_t *bounds;               /* stage s owns layers [bounds[s], bounds[s + 1]) */
     stage_note *notes;             /* a stage's notes to the coordinator, one per layer, until flushed */
     int64_t n_seq, T;              /* this rank's samples, tokens per sample */
+    int64_t micro;                 /* samples per pass of the forward (check_device_memory) */
     float *x, *xw;                 /* activations, in the backend's memory */
     float *hx;                     /* host staging for them (device backends): embedding, hand-offs */
     fptq_layer_stream ls;          /* the layers, host and backend copies, the next one loading */
@@ -563,10 +564,9 @@ static fptq_status plan_stages(job *J)
 }
 
 void fptq_quantize_device_estimate(const llama_config *c, int64_t samples, int64_t seqlen, int per_stage, int member,
-                                   int slots, fptq_device_estimate *e)
+                                   int slots, int64_t micro_seqs, fptq_device_estimate *e)
 {
-    const double f = 4.0, H = (double)c->hidden_size, I = (double)c->intermediate_size;
-    const double q = (double)(c->num_attention_heads * c->head_dim), kv = (double)(c->num_key_value_heads * c->head_dim);
+    const double f = 4.0, H = (double)c->hidden_size;
     const int64_t rows = samples * seqlen;
     int64_t mc, mw, gcols[LGROUP_COUNT];
     fptq_layer_extents(c, &mc, &mw, gcols);
@@ -575,7 +575,9 @@ void fptq_quantize_device_estimate(const llama_config *c, int64_t samples, int64
     memset(e, 0, sizeof *e);
     e->slots = slots;
     e->activations = 2.0 * r * H * f;
-    e->workspace = (r * (2.0 * H + 2.0 * q + 2.0 * kv + I) + (double)fptq_forward_up_rows(0, c, rows) * I) * f;
+    e->samples = samples;
+    e->micro_seqs = micro_seqs > 0 && micro_seqs < samples ? micro_seqs : samples;
+    e->workspace = fptq_forward_ws_bytes(0, c, e->micro_seqs * seqlen);
     e->weights = (double)slots * (double)shard_layer_params(c) * f;
     e->statistics = max_cols * max_cols * f + max_cols * 12.0; /* one group's at a time */
     /* this rank's rows of a linear (Wf, Qpart, GPTQ's work copy), GPTQ's
@@ -594,25 +596,44 @@ void fptq_device_estimate_text(const fptq_device_estimate *e, char *buf, size_t 
     const double v[5] = {e->activations, e->workspace, e->weights, e->statistics, e->quantizer};
     for (int i = 0; i < 5; i++)
         fptq_format_bytes(v[i], b[i], sizeof b[i]);
-    snprintf(buf, cap, "activations %s, forward workspace %s, %d layer buffer(s) %s, statistics %s, quantizer %s",
-             b[0], b[1], e->slots, b[2], b[3], b[4]);
+    char micro[64];
+    if (e->micro_seqs < e->samples)
+        snprintf(micro, sizeof micro, "micro-batches of %lld samples", (long long)e->micro_seqs);
+    else
+        snprintf(micro, sizeof micro, "%lld samples at once", (long long)e->samples);
+    snprintf(buf, cap, "activations %s, forward workspace %s (%s), %d layer buffer(s) %s, statistics %s, quantizer %s",
+             b[0], b[1], micro, e->slots, b[2], b[3], b[4]);
 }
 
-/* The backend memory this rank holds (fptq_quantize_device_estimate),
- * checked against what the device has free before anything is allocated,
- * so that a job that cannot fit says why at once instead of failing at its
- * first large allocation. */
+/* The forward's micro-batch (J->micro), and the backend memory this rank
+ * holds (fptq_quantize_device_estimate) checked against what the device has
+ * free before anything is allocated, so that a job that cannot fit says why
+ * at once instead of failing at its first large allocation. On a device the
+ * whole batch runs in one pass where it fits, else in the largest
+ * micro-batches that fit (FPTQ_MICRO_SEQS sets them). */
 static fptq_status check_device_memory(job *J, int64_t rows)
 {
     const fptq_backend *be = J->be;
+    const llama_config *c = &J->m.cfg;
+    J->micro = fptq_forward_micro_seqs(be->host_memory, c, J->n_seq, J->T, 0.0);
     if (be->host_memory || !be->mem_info)
         return FPTQ_OK;
     const char *env = getenv("FPTQ_PREFETCH");
-    fptq_device_estimate e;
-    fptq_quantize_device_estimate(&J->m.cfg, J->n_seq, J->T, J->per_stage, J->member,
-                                  env && strcmp(env, "0") == 0 ? 1 : 2, &e);
+    const int slots = env && strcmp(env, "0") == 0 ? 1 : 2;
     size_t free_b = 0, total_b = 0;
     FPTQ_TRY(be->mem_info(&free_b, &total_b));
+    fptq_device_estimate e;
+    fptq_quantize_device_estimate(c, J->n_seq, J->T, J->per_stage, J->member, slots, J->micro, &e);
+    /* the estimate leaves out the CUDA libraries' workspaces: 5% of the GPU kept for them */
+    const double headroom = 0.05 * (double)total_b;
+    const char *micro_env = getenv("FPTQ_MICRO_SEQS");
+    if (e.total + headroom > (double)free_b && !(micro_env && atoll(micro_env) > 0)) {
+        /* what the rest leaves for the forward's workspace */
+        const int64_t m =
+            fptq_forward_micro_seqs(0, c, J->n_seq, J->T, (double)free_b - headroom - (e.total - e.workspace));
+        J->micro = m > 0 ? m : 1;
+        fptq_quantize_device_estimate(c, J->n_seq, J->T, J->per_stage, J->member, slots, J->micro, &e);
+    }
     char parts[512], need[32], fr[32], tot[32];
     fptq_device_estimate_text(&e, parts, sizeof parts);
     fptq_format_bytes(e.total, need, sizeof need);
@@ -687,7 +708,7 @@ static fptq_status job_run(job *J)
     if (!be->host_memory)
         FPTQ_TRY_GOTO(fptq_calloc(xbytes, 1, "calibration activations (host staging)", &J->hx), st, done);
     FPTQ_TRY_GOTO(fptq_layer_stream_init(&J->ls, be, &J->m), st, done);
-    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, rows, &J->ws), st, done);
+    FPTQ_TRY_GOTO(fptq_forward_ws_alloc(be, c, J->micro * J->T, &J->ws), st, done);
     const rope_params rp = fptq_rope_params(c);
     FPTQ_TRY_GOTO(rope_table_init(&rp, J->T, &J->rt), st, done);
     FPTQ_TRY_GOTO(layer_job_init(&J->lj, be, &J->coll, &J->dcoll, &J->r, c), st, done);
@@ -705,6 +726,9 @@ static fptq_status job_run(job *J)
                   (long long)J->r.calib_samples, (long long)J->T, be_name,
                   J->dcoll_kind ? ", statistics reduced " : "",
                   J->dcoll_kind == 2 ? "with NCCL" : J->dcoll_kind == 1 ? "through the host (MPI)" : "");
+        if (J->micro < J->n_seq)
+            fptq_info("  forward in micro-batches of %lld of the rank's %lld samples (each group's input "
+                      "recomputed per micro-batch)", (long long)J->micro, (long long)J->n_seq);
         if (J->w && J->w->size > 1)
             for (int s = 0; s < J->stages; s++)
                 fptq_info("  stage %d: layers %lld..%lld on ranks %d..%d", s, (long long)J->bounds[s],

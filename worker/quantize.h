@@ -80,15 +80,18 @@ fptq_status fptq_calib_samples(const fptq_tokens *t, int64_t n_samples, int64_t 
  * by part, in bytes: a lower bound (the CUDA libraries' own workspaces
  * aside) for `samples` samples of `seqlen` tokens on member `member` of a
  * stage of `per_stage` ranks, with `slots` layer buffers (2 streaming, 1
- * with FPTQ_PREFETCH=0). quantize checks it against the GPU's free memory;
- * fptq plan prints it beside its design figure. */
+ * with FPTQ_PREFETCH=0) and the forward in micro-batches of micro_seqs
+ * samples (0: all at once). quantize checks it against the GPU's free
+ * memory; fptq plan prints it beside its design figure. */
 typedef struct fptq_device_estimate {
     double activations, workspace, weights, statistics, quantizer, total;
     int slots;
+    int64_t samples;             /* the rank's */
+    int64_t micro_seqs;          /* samples per micro-batch of the forward (fptq_forward_micro_seqs) */
 } fptq_device_estimate;
 void fptq_quantize_device_estimate(const llama_config *c, int64_t samples, int64_t seqlen, int per_stage, int member,
-                                   int slots, fptq_device_estimate *e);
-/* "activations 4.00 GiB, forward workspace ..., quantizer ..." */
+                                   int slots, int64_t micro_seqs, fptq_device_estimate *e);
+/* "activations 4.00 GiB, forward workspace ... (micro-batches of N samples), ..., quantizer ..." */
 void fptq_device_estimate_text(const fptq_device_estimate *e, char *buf, size_t cap);
 
 #endif

@@ -210,6 +210,17 @@ if [ -n "$FPTQ" ] && [ -x "$FPTQ" ]; then
             E2E_PREFETCH="FAIL: digests differ (streaming ${d2:0:16}, one buffer ${d1:0:16}); see e2e.log"
         fi
     fi
+    # the forward in micro-batches on the GPU (each group's input recomputed): within 0.5% of the cpu too
+    E2E_MICRO="not run"
+    if [ $crc -eq 0 ]; then
+        echo "== quantize --backend cuda, FPTQ_MICRO_SEQS=48" >>"$OUTDIR/e2e.log"
+        FPTQ_MICRO_SEQS=48 run_with_deps timeout 120 "$FPTQ" quantize "${qargs[@]}" --backend cuda --out "$tmp/cudam" \
+            >>"$OUTDIR/e2e.log" 2>&1
+        ppl_m=$(ppl_of "$tmp/cudam")
+        relm=$(awk -v a="${ppl_m:-0}" -v b="${ppl_cpu:-0}" 'BEGIN { if (a > 0 && b > 0) printf "%.3f", 100 * (a - b) / b; else print "?" }')
+        okm=$(awk -v r="$relm" 'BEGIN { print (r != "?" && r < 0.5 && r > -0.5) ? "PASS" : "FAIL" }')
+        E2E_MICRO="$okm, ppl ${ppl_m:-?} (${relm}% from the cpu run; bar 0.5%)"
+    fi
     # eval of the fp model on the GPU against the CPU (fp32 both: the same to ~1e-5)
     echo "== eval --backend cpu / cuda, fp model" >>"$OUTDIR/e2e.log"
     fp_args=(--model "$ex/stories260K" "${eargs[@]}")
@@ -245,6 +256,7 @@ fi
 step "e2e stories260K --backend cpu" "$E2E_CPU" $(($(date +%s) - t0))
 step "e2e stories260K --backend cuda" "$E2E_CUDA" 0
 step "e2e cuda streaming vs FPTQ_PREFETCH=0" "${E2E_PREFETCH:-not run}" 0
+step "e2e cuda in micro-batches of 48 samples" "${E2E_MICRO:-not run}" 0
 step "e2e eval fp model --backend cuda" "${E2E_EVAL:-not run}" 0
 step "e2e 2 ranks on the GPU (staged)" "${E2E_NP2:-not run}" 0
 say "e2e: cpu: $E2E_CPU; cuda: $E2E_CUDA; eval: ${E2E_EVAL:-not run}; 2 ranks: ${E2E_NP2:-not run}"

@@ -143,6 +143,35 @@ for spec in "gptq-w4:--scheme w4a16 --method gptq --group-size 32" \
     check "$name: cuda ppl $pg within 3% of cpu $pc" $? "cpu: $lc | cuda: $lg"
 done
 
+# --- micro-batches (FPTQ_MICRO_SEQS=3 of the 8 samples: what a GPU short of
+# memory runs): the device path recomputes each group's input per
+# micro-batch, folds included; against the cpu's whole-batch run, the same
+# bars as above (tests/cli_quantize.sh compares micro-batches with the
+# whole batch on the cpu itself) ---
+cm=$(FPTQ_MICRO_SEQS=1 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
+pm=$(ppl_of "$cm")
+within "$pm" "$(ppl_of "$cpu")" 1e-6
+check "eval --backend cuda, one window at a time: ppl $pm, within 1e-6" $? "$cm"
+for spec in "sq-gptq-w8a8:--scheme w8a8 --method gptq --smoothquant 0.5" \
+            "awq-w4:--scheme w4a16 --method awq --group-size 32"; do
+    name=${spec%%:*}
+    read -ra opts <<<"${spec#*:}"
+    FPTQ_MICRO_SEQS=3 "$fptq" quantize "${calib[@]}" "${opts[@]}" --backend cuda --out "$tmp/$name-micro" \
+        >"$tmp/$name-micro.log" 2>&1
+    rc=$?
+    [ $rc -eq 0 ] && grep -q "forward in micro-batches of 3 of the rank's 8 samples" "$tmp/$name-micro.log"
+    check "quantize $name --backend cuda in micro-batches of 3 samples" $? "rc=$rc $(tail -5 "$tmp/$name-micro.log")"
+    worst=$(losses0_close "$tmp/$name-cpu" "$tmp/$name-micro" 1e-2)
+    check "  layer 0's losses within 1e-2 of the whole-batch cpu's (worst $worst)" $? "worst $worst"
+    lc=$(line_of --checkpoint "$tmp/$name-cpu" --windows 8 --backend cpu)
+    lg=$(line_of --checkpoint "$tmp/$name-micro" --windows 8 --backend cpu)
+    pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
+    within "$pg" "$pc" 0.03
+    check "  ppl $pg within 3% of the whole-batch cpu's $pc" $? "cpu: $lc | cuda: $lg"
+    table+=$'\n'$(awk -v n="$name" -v a="$pc" -v b="$pg" \
+        'BEGIN { printf "%s, cuda in micro-batches of 3 | %.4f | %.4f | %+.3f%%", n, a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+done
+
 # --- GPTQ with bf16 GEMMs in the calibration forward ---
 FPTQ_CUDA_GEMM=bf16 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cuda \
     --out "$tmp/gptq-bf16" >"$tmp/gb.log" 2>&1
@@ -155,11 +184,22 @@ check "  cuda bf16 GEMMs ppl $pb within 3% of cpu $pc" $? "bf16: $lb | cpu: $lc"
 table+=$'\n'$(awk -v a="$pc" -v b="$pb" 'BEGIN { printf "gptq-w4, bf16 GEMMs | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
 
 # --- a job that cannot fit the GPU says so before it starts ---
-FPTQ_EMU_GPU_BYTES=2000000 "$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/small-gpu" >"$tmp/small.log" 2>&1
+# (the emulated GPU refuses allocations past FPTQ_EMU_GPU_BYTES; this job
+# needs 4.33 MB with its 8 samples at once, 1.95 MB in micro-batches of one)
+FPTQ_EMU_GPU_BYTES=1500000 "$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/small-gpu" >"$tmp/small.log" 2>&1
 rc=$?
 [ $rc -eq 1 ] && grep -q "rank 0: the GPU has .* free, and this rank needs at least .* (activations" "$tmp/small.log" &&
     grep -q "FPTQ_PREFETCH=0" "$tmp/small.log" && ! "$fptq" inspect "$tmp/small-gpu" 2>/dev/null | grep -q "of 5 done"
 check "too little GPU memory: refused up front, with the parts and what to change" $? "rc=$rc $(cat "$tmp/small.log")"
+FPTQ_EMU_GPU_BYTES=3500000 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --backend cuda \
+    --out "$tmp/fit-micro" >"$tmp/fit.log" 2>&1
+rc=$?
+lf=$(line_of --checkpoint "$tmp/fit-micro" --windows 8 --backend cpu)
+lc=$(line_of --checkpoint "$tmp/gptq-w4-cpu" --windows 8 --backend cpu)
+[ $rc -eq 0 ] && grep -q "forward in micro-batches of [1-7] of the rank's 8 samples" "$tmp/fit.log" &&
+    within "$(ppl_of "$lf")" "$(ppl_of "$lc")" 0.03
+check "a GPU (3.5 MB) short of the whole batch: micro-batches picked, the job runs within its memory" $? \
+    "rc=$rc $(head -4 "$tmp/fit.log") | $(tail -3 "$tmp/fit.log") | $lf"
 "$fptq" quantize "${calib[@]}" --backend cuda --out "$tmp/mem-line" --max-layers 1 >"$tmp/mem.log" 2>&1
 grep -q "device memory: about .* of 8.00 GiB free (activations" "$tmp/mem.log"
 check "the device memory a rank needs is printed at the start" $? "$(head -3 "$tmp/mem.log")"

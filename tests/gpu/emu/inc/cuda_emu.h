@@ -2,6 +2,7 @@
 // thread is a fiber (ucontext), __syncthreads and warp shuffles are barriers
 // among fibers; cuBLAS -> column-major CBLAS, cuSOLVER -> column-major LAPACKE.
 #pragma once
+#include <atomic>
 #include <cblas.h>
 #include <lapacke.h>
 #include <math.h>
@@ -58,22 +59,44 @@ inline cudaError_t cudaStreamQuery(cudaStream_t) { return 0; }
 inline cudaError_t cudaGetLastError() { return 0; }
 inline const char *cudaGetErrorName(cudaError_t) { return "cudaErrorEmu"; }
 inline const char *cudaGetErrorString(cudaError_t) { return "emulated error"; }
+// Device memory: the emulated GPU holds 8 GiB, or FPTQ_EMU_GPU_BYTES, and
+// refuses an allocation past it, so that a run under a small
+// FPTQ_EMU_GPU_BYTES shows whether fptq's up-front estimate of its device
+// memory covers what it allocates. Each block carries its size in front.
+inline size_t emu_gpu_total() {
+    const char *e = getenv("FPTQ_EMU_GPU_BYTES");
+    return e ? (size_t)strtoull(e, NULL, 10) : (size_t)8 << 30;
+}
+inline std::atomic<size_t> &emu_gpu_used() { static std::atomic<size_t> used{0}; return used; }
+enum { EMU_BLOCK_HEAD = 64 };
 inline cudaError_t cudaMalloc(void **p, size_t n) {
-    if (n > ((size_t)1 << 40)) { *p = NULL; return cudaErrorMemoryAllocation; }
-    *p = malloc(n); return *p ? 0 : cudaErrorMemoryAllocation;
+    *p = NULL;
+    if (n > ((size_t)1 << 40) || emu_gpu_used() + n > emu_gpu_total()) return cudaErrorMemoryAllocation;
+    char *b = (char *)malloc(n + EMU_BLOCK_HEAD);
+    if (!b) return cudaErrorMemoryAllocation;
+    memcpy(b, &n, sizeof n);
+    emu_gpu_used() += n;
+    *p = b + EMU_BLOCK_HEAD;
+    return 0;
 }
 template <typename T> inline cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
-inline cudaError_t cudaFree(void *p) { free(p); return 0; }
-inline cudaError_t cudaMallocHost(void **p, size_t n) { return cudaMalloc(p, n); }
+inline cudaError_t cudaFree(void *p) {
+    if (!p) return 0;
+    char *b = (char *)p - EMU_BLOCK_HEAD;
+    size_t n;
+    memcpy(&n, b, sizeof n);
+    emu_gpu_used() -= n;
+    free(b);
+    return 0;
+}
+inline cudaError_t cudaMallocHost(void **p, size_t n) { *p = malloc(n); return *p ? 0 : cudaErrorMemoryAllocation; }
 inline cudaError_t cudaFreeHost(void *p) { free(p); return 0; }
 inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = 0) { memset(p, v, n); return 0; }
 inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind, cudaStream_t = 0) { memmove(d, s, n); return 0; }
 inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp *p, int) { strcpy(p->name, "CPU emulation"); p->major = 9; p->minor = 0; p->multiProcessorCount = 1; return 0; }
-// 8 GiB, or FPTQ_EMU_GPU_BYTES (tests of the up-front memory check)
 inline cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
-    const char *e = getenv("FPTQ_EMU_GPU_BYTES");
-    *t = e ? (size_t)strtoull(e, NULL, 10) : (size_t)8 << 30;
-    *f = *t;
+    *t = emu_gpu_total();
+    *f = *t - emu_gpu_used();
     return 0;
 }
 template <typename F> inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes *, F) { return 0; }
