@@ -50,7 +50,9 @@ static void quantize_usage(FILE *f)
             "Environment: FPTQ_PREFETCH=0 keeps one layer buffer on the GPU (no streaming of the\n"
             "next layer); FPTQ_NCCL=0 reduces statistics through the host (MPI) instead of NCCL;\n"
             "FPTQ_CUDA_GEMM=fp32|tf32|bf16 sets how the forward's GEMMs multiply on the GPU\n"
-            "(default fp32; bf16: inputs rounded to bf16, fp32 products and sums).\n"
+            "(default fp32; bf16: inputs rounded to bf16, fp32 products and sums);\n"
+            "FPTQ_MICRO_SEQS=n runs the forward n samples at a time, each group's input recomputed\n"
+            "per micro-batch (default: all at once, or on a GPU short of memory the most that fit).\n"
             "\n"
             "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
 }

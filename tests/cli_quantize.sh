@@ -143,6 +143,10 @@ import sys
 a, b, t = sys.argv[1].split(), sys.argv[2].split(), float(sys.argv[3])
 w = max(abs(float(x) - float(y)) / max(abs(float(x)), 1e-30) for x, y in zip(a, b)) if a and len(a) == len(b) else 1
 print("%.1e" % w); sys.exit(w > t)' "$1" "$2" "$3"; }
+FPTQ_MICRO_SEQS=0x3 "$fptq" quantize "${calib[@]}" --out "$tmp/badmicro" --quiet >"$tmp/badmicro.log" 2>&1
+rc=$?
+[ $rc -eq 2 ] && grep -q "FPTQ_MICRO_SEQS='0x3': expected a positive number" "$tmp/badmicro.log" && [ ! -e "$tmp/badmicro" ]
+check "FPTQ_MICRO_SEQS=0x3 refused (exit 2), naming it, before any file" $? "rc=$rc $(cat "$tmp/badmicro.log")"
 micro mgptq4 --scheme w4a16 --method gptq --group-size 32
 check "GPTQ in micro-batches of 48 samples" $? "$(tail -5 "$tmp/mgptq4.log")"
 grep -q "forward in micro-batches of 48 of the rank's 128 samples" "$tmp/mgptq4.log"

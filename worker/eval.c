@@ -12,6 +12,7 @@
 fptq_status fptq_eval_perplexity(const fptq_backend *be, const fptq_model *m, const int32_t *tokens,
                                  int64_t n_tokens, const fptq_eval_opts *o, fptq_eval_result *r)
 {
+    FPTQ_TRY(fptq_forward_check_env());
     if (o->seqlen < 2 || o->windows < 1 || o->start < 0 || o->batch < 1)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "eval: need --seqlen >= 2, --windows >= 1, --start >= 0 (got %lld, %lld, %lld)",
                          (long long)o->seqlen, (long long)o->windows, (long long)o->start);

@@ -174,11 +174,30 @@ double fptq_forward_ws_bytes(int host_memory, const llama_config *c, int64_t row
             (double)fptq_forward_up_rows(host_memory, c, rows) * I) * (double)sizeof(float);
 }
 
-int64_t fptq_forward_micro_seqs(int host_memory, const llama_config *c, int64_t n_seq, int64_t seq_len, double budget)
+/* FPTQ_MICRO_SEQS: 0 when unset or empty, -1 when not a positive number. */
+static int64_t micro_seqs_env(void)
 {
     const char *env = getenv("FPTQ_MICRO_SEQS");
-    if (env && atoll(env) > 0)
-        return atoll(env) < n_seq ? atoll(env) : n_seq;
+    if (!env || !*env)
+        return 0;
+    char *end;
+    const long long n = strtoll(env, &end, 10);
+    return *end == '\0' && n > 0 ? (int64_t)n : -1;
+}
+
+fptq_status fptq_forward_check_env(void)
+{
+    if (micro_seqs_env() < 0)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "FPTQ_MICRO_SEQS='%s': expected a positive number of samples per micro-batch",
+                         getenv("FPTQ_MICRO_SEQS"));
+    return FPTQ_OK;
+}
+
+int64_t fptq_forward_micro_seqs(int host_memory, const llama_config *c, int64_t n_seq, int64_t seq_len, double budget)
+{
+    const int64_t env = micro_seqs_env();
+    if (env > 0)
+        return env < n_seq ? env : n_seq;
     if (host_memory || budget <= 0.0)
         return n_seq;
     int64_t n = n_seq;

@@ -80,6 +80,8 @@ double fptq_forward_ws_bytes(int host_memory, const llama_config *c, int64_t row
  * when budget <= 0; else the most whose workspace fits in budget bytes (0
  * when not even one does). Never more than n_seq. */
 int64_t fptq_forward_micro_seqs(int host_memory, const llama_config *c, int64_t n_seq, int64_t seq_len, double budget);
+/* FPTQ_MICRO_SEQS, when set, is a positive number (else an error naming it). */
+fptq_status fptq_forward_check_env(void);
 
 /* One decoder layer, in place on x[n_seq * seq_len, hidden], in micro-batches
  * of the sequences ws holds; hooks may be NULL. x, ws and lw's arrays are in

@@ -615,6 +615,7 @@ static fptq_status check_device_memory(job *J, int64_t rows)
 {
     const fptq_backend *be = J->be;
     const llama_config *c = &J->m.cfg;
+    FPTQ_TRY(fptq_forward_check_env());
     J->micro = fptq_forward_micro_seqs(be->host_memory, c, J->n_seq, J->T, 0.0);
     if (be->host_memory || !be->mem_info)
         return FPTQ_OK;
@@ -627,7 +628,7 @@ static fptq_status check_device_memory(job *J, int64_t rows)
     /* the estimate leaves out the CUDA libraries' workspaces: 5% of the GPU kept for them */
     const double headroom = 0.05 * (double)total_b;
     const char *micro_env = getenv("FPTQ_MICRO_SEQS");
-    if (e.total + headroom > (double)free_b && !(micro_env && atoll(micro_env) > 0)) {
+    if (e.total + headroom > (double)free_b && !(micro_env && *micro_env)) {
         /* what the rest leaves for the forward's workspace */
         const int64_t m =
             fptq_forward_micro_seqs(0, c, J->n_seq, J->T, (double)free_b - headroom - (e.total - e.workspace));
