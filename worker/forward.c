@@ -1,7 +1,9 @@
 /*
  * The decoder forward pass, layer-major, on any backend. Activations stay
- * in one [rows, hidden] matrix; one layer's fp32 weights are loaded at a
- * time and the head is streamed in vocabulary blocks.
+ * in one [rows, hidden] matrix; a layer runs on micro-batches of its
+ * sequences where the workspace holds fewer than all; one layer's fp32
+ * weights are loaded at a time and the head is streamed in vocabulary
+ * blocks.
  */
 #include "forward.h"
 
