@@ -36,7 +36,10 @@
 # arithmetic only tests/gpu/device_check.sh on a GPU shows.
 # usage: e2e_emu.sh SOURCE_DIR BUILD_DIR EXAMPLES_DIR [CMAKE_ARGS...]
 # (CMAKE_ARGS for the emulated build, e.g. -DFPTQ_SANITIZE=ON: the ASan pass
-# of CI runs the device path under AddressSanitizer this way)
+# of CI runs the device path under AddressSanitizer this way). With
+# FPTQ_E2E_QUICK=1 (the ASan pass) the runs that add a comparison but no
+# device code of their own are left out: the eval variants, bf16 GEMMs, the
+# 2-rank cpu run and its comparisons, 4 ranks, --propagate stage.
 set -u
 src=$1
 bld=$2
@@ -45,6 +48,7 @@ shift 3
 extra=("$@")
 . "$src/tests/testlib.sh"
 export OPENBLAS_NUM_THREADS=1
+quick=${FPTQ_E2E_QUICK:-0}
 
 t0=$(date +%s)
 if ! { cmake -S "$src" -B "$bld" -DFPTQ_CUDA=EMU -DBUILD_TESTING=OFF -DCMAKE_BUILD_TYPE=RelWithDebInfo "${extra[@]}" >"$tmp/cfg.log" 2>&1 &&
@@ -87,22 +91,29 @@ PY
 }
 
 # --- eval of the fp model ---
-cpu=$(line_of --model "$ex/stories260K" --windows 4 --backend cpu)
-cuda=$(line_of --model "$ex/stories260K" --windows 4 --backend cuda)
+# (2 windows of 256 tokens: an emulated eval costs ~5 s a window)
+cpu=$(line_of --model "$ex/stories260K" --windows 2 --backend cpu)
+cuda=$(line_of --model "$ex/stories260K" --windows 2 --backend cuda)
 pc=$(ppl_of "$cpu") pg=$(ppl_of "$cuda")
 within "$pg" "$pc" 1e-6
 check "eval --backend cuda (emulated): ppl $pg vs cpu $pc, within 1e-6" $? "cuda: $cuda | cpu: $cpu"
-# the MLP's up projection in chunks of 100 rows (as on a device short of memory)
-chunked=$(FPTQ_TEST_UP_ROWS=100 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
-pu=$(ppl_of "$chunked")
-within "$pu" "$pc" 1e-6
-check "eval --backend cuda, up projection in chunks of 100 rows: ppl $pu, within 1e-6" $? "$chunked"
-
-# bf16 GEMMs (FPTQ_CUDA_GEMM=bf16: inputs rounded to bf16, fp32 products and sums; X in row chunks)
-bf=$(FPTQ_CUDA_GEMM=bf16 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
-pb=$(ppl_of "$bf")
-within "$pb" "$pc" 0.005
-check "eval with bf16 GEMMs: ppl $pb within 0.5% of fp32's $pc (bf16 rounds inputs to 8 bits)" $? "$bf"
+if [ "$quick" != 1 ]; then
+    # the MLP's up projection in chunks of 100 rows (as on a device short of memory)
+    chunked=$(FPTQ_TEST_UP_ROWS=100 line_of --model "$ex/stories260K" --windows 2 --backend cuda)
+    pu=$(ppl_of "$chunked")
+    within "$pu" "$pc" 1e-6
+    check "eval --backend cuda, up projection in chunks of 100 rows: ppl $pu, within 1e-6" $? "$chunked"
+    # one window at a time (micro-batches of one sequence)
+    cm=$(FPTQ_MICRO_SEQS=1 line_of --model "$ex/stories260K" --windows 2 --backend cuda)
+    pm=$(ppl_of "$cm")
+    within "$pm" "$pc" 1e-6
+    check "eval --backend cuda, one window at a time: ppl $pm, within 1e-6" $? "$cm"
+    # bf16 GEMMs (FPTQ_CUDA_GEMM=bf16: inputs rounded to bf16, fp32 products and sums; X in row chunks)
+    bf=$(FPTQ_CUDA_GEMM=bf16 line_of --model "$ex/stories260K" --windows 2 --backend cuda)
+    pb=$(ppl_of "$bf")
+    within "$pb" "$pc" 0.005
+    check "eval with bf16 GEMMs: ppl $pb within 0.5% of fp32's $pc (bf16 rounds inputs to 8 bits)" $? "$bf"
+fi
 FPTQ_CUDA_GEMM=fp16 "$fptq" eval --model "$ex/stories260K" "${tokens[@]}" --windows 1 --backend cuda >"$tmp/gm.out" 2>&1
 rc=$?
 [ $rc -eq 2 ] && grep -q "FPTQ_CUDA_GEMM: CUDA GEMM mode 'fp16': expected fp32, tf32 or bf16" "$tmp/gm.out"
@@ -145,15 +156,12 @@ done
 
 # --- micro-batches (FPTQ_MICRO_SEQS=3 of the 8 samples: what a GPU short of
 # memory runs): the device path recomputes each group's input per
-# micro-batch, folds included; against the cpu's whole-batch run, the same
-# bars as above (tests/cli_quantize.sh compares micro-batches with the
-# whole batch on the cpu itself) ---
-cm=$(FPTQ_MICRO_SEQS=1 line_of --model "$ex/stories260K" --windows 4 --backend cuda)
-pm=$(ppl_of "$cm")
-within "$pm" "$(ppl_of "$cpu")" 1e-6
-check "eval --backend cuda, one window at a time: ppl $pm, within 1e-6" $? "$cm"
-for spec in "sq-gptq-w8a8:--scheme w8a8 --method gptq --smoothquant 0.5" \
-            "awq-w4:--scheme w4a16 --method awq --group-size 32"; do
+# micro-batch, folds included, and AWQ's subsample is copied from each;
+# against the cpu's whole-batch run, the same bars as above
+# (tests/cli_quantize.sh compares micro-batches with the whole batch on the
+# cpu itself, SmoothQuant's second look at its input included; the GPTQ run
+# on a small GPU below is in micro-batches too) ---
+for spec in "awq-w4:--scheme w4a16 --method awq --group-size 32"; do
     name=${spec%%:*}
     read -ra opts <<<"${spec#*:}"
     FPTQ_MICRO_SEQS=3 "$fptq" quantize "${calib[@]}" "${opts[@]}" --backend cuda --out "$tmp/$name-micro" \
@@ -173,6 +181,7 @@ for spec in "sq-gptq-w8a8:--scheme w8a8 --method gptq --smoothquant 0.5" \
 done
 
 # --- GPTQ with bf16 GEMMs in the calibration forward ---
+if [ "$quick" != 1 ]; then
 FPTQ_CUDA_GEMM=bf16 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cuda \
     --out "$tmp/gptq-bf16" >"$tmp/gb.log" 2>&1
 check "quantize with bf16 GEMMs" $? "$(tail -5 "$tmp/gb.log")"
@@ -182,6 +191,7 @@ pc=$(ppl_of "$lc") pb=$(ppl_of "$lb")
 within "$pb" "$pc" 0.03
 check "  cuda bf16 GEMMs ppl $pb within 3% of cpu $pc" $? "bf16: $lb | cpu: $lc"
 table+=$'\n'$(awk -v a="$pc" -v b="$pb" 'BEGIN { printf "gptq-w4, bf16 GEMMs | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+fi
 
 # --- a job that cannot fit the GPU says so before it starts ---
 # (the emulated GPU refuses allocations past FPTQ_EMU_GPU_BYTES; this job
@@ -231,24 +241,26 @@ if command -v mpirun >/dev/null; then
     check "mpirun -np 2 quantize --backend cuda (emulated)" $? "$(tail -8 "$tmp/np2.log")"
     grep -q "statistics reduced through the host" "$tmp/np2.log"
     check "  statistics staged through the host, said so" $? "$(head -5 "$tmp/np2.log")"
-    mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cpu \
-        --out "$tmp/np2-cpu" >"$tmp/np2c.log" 2>&1
-    check "mpirun -np 2 quantize --backend cpu" $? "$(tail -8 "$tmp/np2c.log")"
-    l2=$(line_of --checkpoint "$tmp/np2-cuda" --windows 8 --backend cpu)
-    lc=$(line_of --checkpoint "$tmp/np2-cpu" --windows 8 --backend cpu)
-    worst=$(losses0_close "$tmp/np2-cpu" "$tmp/np2-cuda" 1e-2)
-    check "  layer 0's losses within 1e-2 of 2-rank cpu's (worst $worst): the statistics were summed" $? "worst $worst"
-    pc=$(ppl_of "$lc") pg=$(ppl_of "$l2")
-    within "$pg" "$pc" 0.03
-    check "  2-rank cuda ppl $pg within 3% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
-    table+=$'\n'$(awk -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$l2")" \
-        'BEGIN { printf "gptq-w4, 2 ranks | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
-    # RTN on 2 ranks: the statistics summed over both are one rank's, to fp32 rounding (sums in another order)
-    mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method rtn --group-size 32 --backend cuda \
-        --out "$tmp/np2-rtn" >"$tmp/np2r.log" 2>&1
-    check "mpirun -np 2 quantize RTN --backend cuda" $? "$(tail -8 "$tmp/np2r.log")"
-    worst=$(losses0_close "$tmp/rtn-w4-cpu" "$tmp/np2-rtn" 1e-5 all)
-    check "  every layer's losses within 1e-5 of 1-rank cpu RTN's (worst $worst): the statistics were summed" $? "worst $worst"
+    if [ "$quick" != 1 ]; then
+        mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method gptq --group-size 32 --backend cpu \
+            --out "$tmp/np2-cpu" >"$tmp/np2c.log" 2>&1
+        check "mpirun -np 2 quantize --backend cpu" $? "$(tail -8 "$tmp/np2c.log")"
+        l2=$(line_of --checkpoint "$tmp/np2-cuda" --windows 8 --backend cpu)
+        lc=$(line_of --checkpoint "$tmp/np2-cpu" --windows 8 --backend cpu)
+        worst=$(losses0_close "$tmp/np2-cpu" "$tmp/np2-cuda" 1e-2)
+        check "  layer 0's losses within 1e-2 of 2-rank cpu's (worst $worst): the statistics were summed" $? "worst $worst"
+        pc=$(ppl_of "$lc") pg=$(ppl_of "$l2")
+        within "$pg" "$pc" 0.03
+        check "  2-rank cuda ppl $pg within 3% of 2-rank cpu $pc" $? "cuda: $l2 | cpu: $lc"
+        table+=$'\n'$(awk -v a="$(ppl_of "$lc")" -v b="$(ppl_of "$l2")" \
+            'BEGIN { printf "gptq-w4, 2 ranks | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+        # RTN on 2 ranks: the statistics summed over both are one rank's, to fp32 rounding (sums in another order)
+        mpi2 "$fptq" quantize "${calib[@]}" --quiet --scheme w4a16 --method rtn --group-size 32 --backend cuda \
+            --out "$tmp/np2-rtn" >"$tmp/np2r.log" 2>&1
+        check "mpirun -np 2 quantize RTN --backend cuda" $? "$(tail -8 "$tmp/np2r.log")"
+        worst=$(losses0_close "$tmp/rtn-w4-cpu" "$tmp/np2-rtn" 1e-5 all)
+        check "  every layer's losses within 1e-5 of 1-rank cpu RTN's (worst $worst): the statistics were summed" $? "worst $worst"
+    fi
 
     # NCCL (tests/gpu/emu/inc/nccl.h: NCCL's calls over MPI) where each rank has a GPU of its own:
     # kernels/cuda/nccl_coll.cu and the id's broadcast run, and the sums are the staged ones
@@ -258,16 +270,18 @@ if command -v mpirun >/dev/null; then
     grep -q "statistics reduced with NCCL" "$tmp/np2n.log" && [ $rc -eq 0 ] &&
         [ "$(digest_of "$tmp/np2-nccl")" = "$(digest_of "$tmp/np2-cuda")" ]
     check "2 ranks, a GPU each: statistics reduced with NCCL, the staged run's digest" $? "rc=$rc $(tail -5 "$tmp/np2n.log")"
-    # 4 ranks in 2 stages: two NCCL communicators at once, against FPTQ_NCCL=0
-    for nccl in 1 0; do
-        FPTQ_EMU_GPUS=4 FPTQ_NCCL=$nccl timeout -s KILL 300 mpirun --allow-run-as-root --oversubscribe -np 4 \
-            -x OPENBLAS_NUM_THREADS=1 -x FPTQ_EMU_GPUS -x FPTQ_NCCL -x ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
-            "$fptq" quantize "${calib[@]}" "${gptq[@]}" --stages 2 --out "$tmp/np4-nccl$nccl" >"$tmp/np4-$nccl.log" 2>&1
-        check "4 ranks, 2 stages, a GPU each, FPTQ_NCCL=$nccl" $? "$(tail -5 "$tmp/np4-$nccl.log")"
-    done
-    grep -q "statistics reduced with NCCL" "$tmp/np4-1.log" && grep -q "statistics reduced through the host" "$tmp/np4-0.log" &&
-        [ "$(digest_of "$tmp/np4-nccl1")" = "$(digest_of "$tmp/np4-nccl0")" ]
-    check "  NCCL per stage gives the staged run's digest" $? "$(digest_of "$tmp/np4-nccl1") vs $(digest_of "$tmp/np4-nccl0")"
+    if [ "$quick" != 1 ]; then
+        # 4 ranks in 2 stages: two NCCL communicators at once, against FPTQ_NCCL=0
+        for nccl in 1 0; do
+            FPTQ_EMU_GPUS=4 FPTQ_NCCL=$nccl timeout -s KILL 300 mpirun --allow-run-as-root --oversubscribe -np 4 \
+                -x OPENBLAS_NUM_THREADS=1 -x FPTQ_EMU_GPUS -x FPTQ_NCCL -x ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 \
+                "$fptq" quantize "${calib[@]}" "${gptq[@]}" --stages 2 --out "$tmp/np4-nccl$nccl" >"$tmp/np4-$nccl.log" 2>&1
+            check "4 ranks, 2 stages, a GPU each, FPTQ_NCCL=$nccl" $? "$(tail -5 "$tmp/np4-$nccl.log")"
+        done
+        grep -q "statistics reduced with NCCL" "$tmp/np4-1.log" && grep -q "statistics reduced through the host" "$tmp/np4-0.log" &&
+            [ "$(digest_of "$tmp/np4-nccl1")" = "$(digest_of "$tmp/np4-nccl0")" ]
+        check "  NCCL per stage gives the staged run's digest" $? "$(digest_of "$tmp/np4-nccl1") vs $(digest_of "$tmp/np4-nccl0")"
+    fi
 
     # two stages of one rank each, --propagate quantized: the activations go
     # from stage to stage through host staging, and the computations are
@@ -279,7 +293,9 @@ if command -v mpirun >/dev/null; then
     # --propagate stage: the full-precision pre-pass runs split over the two
     # ranks (device halves staged through the host), and stage 1's first
     # layer sees the same fp input on both backends
-    for be in cpu cuda; do
+    bes=(cpu cuda)
+    [ "$quick" = 1 ] && bes=(cuda)
+    for be in "${bes[@]}"; do
         mpi2 "$fptq" quantize "${calib[@]}" --scheme w4a16 --method gptq --group-size 32 --backend "$be" \
             --stages 2 --propagate stage --out "$tmp/s2s-$be" >"$tmp/s2s-$be.log" 2>&1
         check "mpirun -np 2 --stages 2 --propagate stage --backend $be" $? "$(tail -8 "$tmp/s2s-$be.log")"
@@ -287,15 +303,17 @@ if command -v mpirun >/dev/null; then
     first1=$(sed -n 's/.*stage 1: layers \([0-9]*\)\.\..*/\1/p' "$tmp/s2s-cuda.log" | head -1)
     [ -n "$first1" ] && [ "$first1" -gt 0 ]
     check "  the layout names stage 1's first layer ($first1)" $? "$(head -4 "$tmp/s2s-cuda.log")"
-    worst=$(losses0_close "$tmp/s2s-cpu" "$tmp/s2s-cuda" 1e-2 "${first1:-0}")
-    check "  layer $first1 (stage 1's first, fp input) losses within 1e-2 of the cpu's (worst $worst)" $? "worst $worst"
-    lc=$(line_of --checkpoint "$tmp/s2s-cpu" --windows 8 --backend cpu)
-    lg=$(line_of --checkpoint "$tmp/s2s-cuda" --windows 8 --backend cpu)
-    pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
-    within "$pg" "$pc" 0.03
-    check "  --propagate stage: cuda ppl $pg within 3% of cpu $pc" $? "cpu: $lc | cuda: $lg"
-    table+=$'\n'$(awk -v a="$pc" -v b="$pg" \
-        'BEGIN { printf "gptq-w4, 2 stages, --propagate stage | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+    if [ "$quick" != 1 ]; then
+        worst=$(losses0_close "$tmp/s2s-cpu" "$tmp/s2s-cuda" 1e-2 "${first1:-0}")
+        check "  layer $first1 (stage 1's first, fp input) losses within 1e-2 of the cpu's (worst $worst)" $? "worst $worst"
+        lc=$(line_of --checkpoint "$tmp/s2s-cpu" --windows 8 --backend cpu)
+        lg=$(line_of --checkpoint "$tmp/s2s-cuda" --windows 8 --backend cpu)
+        pc=$(ppl_of "$lc") pg=$(ppl_of "$lg")
+        within "$pg" "$pc" 0.03
+        check "  --propagate stage: cuda ppl $pg within 3% of cpu $pc" $? "cpu: $lc | cuda: $lg"
+        table+=$'\n'$(awk -v a="$pc" -v b="$pg" \
+            'BEGIN { printf "gptq-w4, 2 stages, --propagate stage | %.4f | %.4f | %+.3f%%", a, b, (a > 0 ? 100 * (b / a - 1) : 0) }')
+    fi
 fi
 echo "$table"
 echo "total $(($(date +%s) - t0)) s"
