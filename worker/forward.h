@@ -65,7 +65,9 @@ fptq_status fptq_embed(const fptq_model *m, const int32_t *ids, int64_t n, float
  * recomputes each micro-batch's input from the layer's input with what
  * finish left). With *again set, the input is observed once more and finish
  * called again. The group then runs with the weights finish left, its input
- * fake-quantized by lw->act when set. */
+ * fake-quantized by lw->act when set. Ranks may hold different numbers of
+ * samples, so of micro-batches: collectives belong in finish, never in
+ * observe. */
 typedef struct fptq_layer_hooks {
     fptq_status (*observe)(void *ctx, fptq_linear_group g, const float *X, int64_t r0, int64_t rows, int64_t cols);
     fptq_status (*finish)(void *ctx, fptq_linear_group g, float *X, int64_t rows, int64_t cols, int *again);
