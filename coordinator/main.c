@@ -26,6 +26,7 @@ static void usage(FILE *f)
             "  inspect   what a checkpoint holds: recipe, provenance, layers, digests\n"
             "  plan      from config.json alone: stages, layers and memory per GPU, time (fptq plan --help)\n"
             "  export    a checkpoint to a model directory vLLM / transformers load (fptq export --help)\n"
+            "  tokenize  text to token ids with the model's own tokenizer.json (fptq tokenize --help)\n"
             "  version   print the version\n",
             FPTQ_VERSION);
 }
@@ -83,6 +84,8 @@ int main(int argc, char **argv)
         return cmd_plan(argc - 1, argv + 1);
     if (strcmp(cmd, "export") == 0)
         return cmd_export(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0)
+        return cmd_tokenize(argc - 1, argv + 1);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("fptq %s\n", FPTQ_VERSION);
         return FPTQ_EXIT_OK;
