@@ -463,7 +463,7 @@ static fptq_status rx_compile(const char *pat, size_t n, int literal, const char
         return FPTQ_FAIL(FPTQ_ERR_NOMEM, "%s: out of memory translating a regex", where);
     int err;
     PCRE2_SIZE eoff;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : PCRE2_MULTILINE);
+    uint32_t opts = PCRE2_UTF | PCRE2_NO_UTF_CHECK | (literal ? PCRE2_LITERAL : (PCRE2_UCP | PCRE2_MULTILINE));
     pcre2_code *code = pcre2_compile((PCRE2_SPTR)(literal ? pat : tr), literal ? n : PCRE2_ZERO_TERMINATED,
                                      opts, &err, &eoff, NULL);
     free(tr);
@@ -2334,9 +2334,16 @@ static fptq_status load_model(fptq_tokenizer *t, const cJSON *o)
     size_t buf_cap = 0;
     fptq_status st = FPTQ_OK;
     uint32_t rank = 0;
+    const int legacy = merges->child && cJSON_IsString(merges->child);
     for (const cJSON *c = merges->child; c; c = c->next, rank++) {
         const char *a, *b;
         size_t an, bn;
+        if (cJSON_IsString(c) != legacy) {
+            /* `tokenizers` reads one layout or the other (an untagged enum) */
+            st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: model.merges[%u] is %s while model.merges[0] is %s: one layout for all",
+                           t->path, rank, legacy ? "not a string" : "a string", legacy ? "\"a b\"" : "[a, b]");
+            break;
+        }
         if (cJSON_IsString(c)) {
             /* the legacy layout, "a b": exactly one space */
             const char *sp = strchr(c->valuestring, ' ');
