@@ -5,6 +5,7 @@
 #define _GNU_SOURCE /* getopt_long */
 #include "cli.h"
 
+#include "../io/tokenizer.h"
 #include "../worker/quantize.h"
 
 #include <cjson/cJSON.h>
@@ -18,10 +19,17 @@
 static void quantize_usage(FILE *f)
 {
     fprintf(f,
-            "usage: fptq quantize --model DIR --calib FILE.npy --out CKPT_DIR [options]\n"
+            "usage: fptq quantize --model DIR (--calib FILE.npy | --calib-text FILE | --calib-jsonl FILE --field NAME)\n"
+            "                     --out CKPT_DIR [options]\n"
             "\n"
             "  --model DIR            Hugging Face model directory\n"
             "  --calib FILE.npy       calibration tokens (1-D stream cut into samples, or 2-D samples x len)\n"
+            "  --calib-text FILE      calibration text, tokenized with DIR/tokenizer.json (fptq tokenize --help):\n"
+            "                         one document, or several with --doc-sep; their ids one after another\n"
+            "  --calib-jsonl FILE     calibration documents, the string --field NAME of each JSON line\n"
+            "  --doc-sep STRING       --calib-text: split into documents on STRING (escapes \\n \\t \\r \\\\)\n"
+            "  --bos auto|yes|no      text: BOS as the tokenizer's post-processor adds it (auto, default),\n"
+            "                         one before each document (yes), or none (no)\n"
             "  --calib-samples N      calibration samples (default 128)\n"
             "  --calib-seqlen T       tokens per sample (default 2048, capped by the model's context)\n"
             "  --scheme S             w4a16 | w3a16 | w8a16 | w8a8 | fp8 (default w4a16)\n"
@@ -121,7 +129,8 @@ static void print_summary(const fptq_quantize_opts *o, const fptq_quantize_resul
 int cmd_quantize(int argc, char **argv)
 {
     enum { O_MODEL = 1000, O_CALIB, O_SAMPLES, O_SEQLEN, O_SCHEME, O_METHOD, O_GROUP, O_SYM, O_ASYM, O_ACTORDER,
-           O_DAMP, O_SQ, O_DYNAMIC, O_PROPAGATE, O_OUT, O_RESUME, O_MAXL, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE, O_STAGES };
+           O_DAMP, O_SQ, O_DYNAMIC, O_PROPAGATE, O_OUT, O_RESUME, O_MAXL, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE, O_STAGES,
+           O_CTEXT, O_CJSONL, O_FIELD, O_SEP, O_BOS };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL}, {"calib", required_argument, 0, O_CALIB},
         {"calib-samples", required_argument, 0, O_SAMPLES}, {"calib-seqlen", required_argument, 0, O_SEQLEN},
@@ -134,6 +143,9 @@ int cmd_quantize(int argc, char **argv)
         {"max-layers", required_argument, 0, O_MAXL}, {"backend", required_argument, 0, O_BACKEND},
         {"json", no_argument, 0, O_JSON}, {"quiet", no_argument, 0, O_QUIET},
         {"verbose", no_argument, 0, O_VERBOSE}, {"stages", required_argument, 0, O_STAGES},
+        {"calib-text", required_argument, 0, O_CTEXT}, {"calib-jsonl", required_argument, 0, O_CJSONL},
+        {"field", required_argument, 0, O_FIELD}, {"doc-sep", required_argument, 0, O_SEP},
+        {"bos", required_argument, 0, O_BOS},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     fptq_quantize_opts o = {.progress = 1};
@@ -141,6 +153,10 @@ int cmd_quantize(int argc, char **argv)
     int64_t samples = 128, seqlen = 0, group = -1, stages = 0;
     int sym = 1, act_order = 0, dynamic = 0, json = 0, verbosity = 1;
     float damp = 0.01f, sq = -1.0f;
+    fptq_text_source text = {0};
+    const char *sep_arg = NULL;
+    int bos_given = 0;
+    char *sep = NULL;
     fptq_status st = FPTQ_OK;
     opterr = 0;
     optind = 1;
@@ -166,6 +182,11 @@ int cmd_quantize(int argc, char **argv)
         case O_MAXL: st = cli_parse_i64("--max-layers", optarg, 1, &o.max_layers); break;
         case O_BACKEND: backend = optarg; break;
         case O_STAGES: st = cli_parse_i64("--stages", optarg, 1, &stages); break;
+        case O_CTEXT: text.text_path = optarg; break;
+        case O_CJSONL: text.jsonl_path = optarg; break;
+        case O_FIELD: text.field = optarg; break;
+        case O_SEP: sep_arg = optarg; break;
+        case O_BOS: st = fptq_bos_policy_parse(optarg, &text.bos); bos_given = 1; break;
         case O_JSON: json = 1; break;
         case O_QUIET: verbosity = 0; break;
         case O_VERBOSE: verbosity = 2; break;
@@ -177,14 +198,33 @@ int cmd_quantize(int argc, char **argv)
     }
     if (st == FPTQ_OK && optind < argc)
         st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: unexpected argument '%s'", argv[optind]);
-    if (st == FPTQ_OK && (!o.model_dir || !o.calib_path || !o.out_dir))
-        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --model, --calib and --out are required (see fptq quantize --help)");
+    const int n_calib = !!o.calib_path + !!text.text_path + !!text.jsonl_path;
+    if (st == FPTQ_OK && (!o.model_dir || n_calib != 1 || !o.out_dir))
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --model, --out and one of --calib / --calib-text / --calib-jsonl "
+                       "are required (see fptq quantize --help)");
+    if (st == FPTQ_OK && text.jsonl_path && !text.field)
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --calib-jsonl needs --field NAME");
+    if (st == FPTQ_OK && text.field && !text.jsonl_path)
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --field goes with --calib-jsonl");
+    if (st == FPTQ_OK && sep_arg && !text.text_path)
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --doc-sep goes with --calib-text");
+    if (st == FPTQ_OK && bos_given && o.calib_path)
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "fptq quantize: --bos goes with --calib-text / --calib-jsonl (a .npy holds its tokens)");
+    if (st == FPTQ_OK && sep_arg)
+        st = fptq_unescape_arg("--doc-sep", sep_arg, &sep);
+    if (st == FPTQ_OK && !o.calib_path) {
+        text.doc_sep = sep;
+        o.calib_text = &text;
+        o.calib_path = text.text_path ? text.text_path : text.jsonl_path;
+    }
     if (!method)
         method = strcmp(scheme, "fp8") == 0 ? "rtn" : "gptq";
     if (st == FPTQ_OK)
         st = fptq_recipe_make(scheme, method, group, sym, act_order, damp, sq, dynamic, propagate, &o.recipe);
-    if (st != FPTQ_OK)
+    if (st != FPTQ_OK) {
+        free(sep);
         return cli_report(st);
+    }
     o.recipe.calib_samples = samples;
     o.recipe.calib_seqlen = seqlen;
     o.stages = (int)stages;
@@ -195,8 +235,10 @@ int cmd_quantize(int argc, char **argv)
     install_signal_handlers(); /* before MPI starts: a stop request then is not lost */
     fptq_world w;
     st = fptq_world_init(&argc, &argv, &w);
-    if (st != FPTQ_OK)
+    if (st != FPTQ_OK) {
+        free(sep);
         return cli_report(st);
+    }
     if (w.size > 1) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "rank %d", w.rank);
@@ -208,6 +250,7 @@ int cmd_quantize(int argc, char **argv)
     st = fptq_backend_select(backend, &be);
     if (st == FPTQ_OK)
         st = fptq_quantize(be, &w, &o, &r);
+    free(sep); /* o.calib_text's separator: only the job reads it */
     if (st != FPTQ_OK) {
         const int code = cli_report(st);
         if (w.size > 1)

@@ -2824,6 +2824,10 @@ fptq_status fptq_tokenize_source(fptq_tokenizer *t, const fptq_text_source *src,
                     q = e;
                 stats->bytes = p - buf;
                 FPTQ_TRY_GOTO(encode_doc(t, src, path, docno++, p, (size_t)(q - p), &ids, stats), st, done);
+                if (src->max_tokens > 0 && ids.n >= src->max_tokens && q < e) {
+                    stats->stopped_early = 1;
+                    break;
+                }
                 if (fptq_now() - last_report > 10.0) {
                     last_report = fptq_now();
                     fptq_info("tokenize: %s: %.1f%% (%lld documents, %lld tokens)", path, 100.0 * (double)(q - buf) / (double)n,
@@ -2854,14 +2858,16 @@ fptq_status fptq_tokenize_source(fptq_tokenizer *t, const fptq_text_source *src,
                     st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: line %lld has no string field \"%s\"", path, (long long)line,
                                    src->field);
                 } else {
-                    char where[64];
-                    snprintf(where, sizeof where, "line %lld", (long long)line);
                     stats->bytes = p - buf;
                     st = encode_doc(t, src, path, line, f->valuestring, strlen(f->valuestring), &ids, stats);
                 }
                 cJSON_Delete(o);
                 if (st != FPTQ_OK)
                     goto done;
+                if (src->max_tokens > 0 && ids.n >= src->max_tokens && q < e) {
+                    stats->stopped_early = 1;
+                    break;
+                }
             }
             p = q + 1;
         }
@@ -2882,5 +2888,21 @@ fptq_status fptq_tokenize_source(fptq_tokenizer *t, const fptq_text_source *src,
 done:
     fptq_ids_free(&ids);
     free(buf);
+    return st;
+}
+
+fptq_status fptq_tokens_from_text(const char *tokenizer_dir, int64_t vocab_size, const fptq_text_source *src,
+                                  fptq_tokens *out, fptq_text_stats *stats, char tokenizer_sha256[65])
+{
+    fptq_tokenizer *t = NULL;
+    FPTQ_TRY(fptq_tokenizer_load(tokenizer_dir, vocab_size, &t));
+    fptq_status st = fptq_tokenize_source(t, src, out, stats);
+    if (st == FPTQ_OK && fptq_tokenizer_dropped_chars(t) > 0)
+        fptq_warn("%s: %lld characters have no token (no byte fallback, no unk_token) and were dropped, as "
+                  "`tokenizers` drops them", src->text_path ? src->text_path : src->jsonl_path,
+                  (long long)fptq_tokenizer_dropped_chars(t));
+    if (tokenizer_sha256)
+        memcpy(tokenizer_sha256, t->sha256, 65);
+    fptq_tokenizer_free(t);
     return st;
 }

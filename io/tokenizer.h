@@ -70,10 +70,13 @@ typedef struct fptq_text_source {
     const char *field;
     const char *doc_sep;    /* already unescaped; NULL or "" = one document */
     fptq_bos_policy bos;
+    int64_t max_tokens;     /* > 0: stop after the document that reaches this many
+                               tokens (calibration and evaluation use a prefix) */
 } fptq_text_source;
 
 typedef struct fptq_text_stats {
     int64_t bytes, documents, tokens;
+    int stopped_early;       /* max_tokens reached before the end of the file */
     double seconds;          /* encoding time, reading excluded */
     char text_sha256[65];    /* of the file's bytes */
 } fptq_text_stats;
@@ -81,6 +84,12 @@ typedef struct fptq_text_stats {
 /* Reads and encodes a text source into a 1-D token stream (out->n_rows = 1). */
 fptq_status fptq_tokenize_source(fptq_tokenizer *t, const fptq_text_source *src, fptq_tokens *out,
                                  fptq_text_stats *stats);
+
+/* The tokenizer of tokenizer_dir (checked against the model's vocab_size)
+ * over a text source: what `fptq quantize --calib-text` and `fptq eval
+ * --text` use. tokenizer_sha256 (may be NULL) gets the tokenizer.json digest. */
+fptq_status fptq_tokens_from_text(const char *tokenizer_dir, int64_t vocab_size, const fptq_text_source *src,
+                                  fptq_tokens *out, fptq_text_stats *stats, char tokenizer_sha256[65]);
 
 /* "\n", "\t", "\r", "\\", "\0" not allowed: turns the escapes of a command-line
  * --doc-sep into bytes (a new string, free()). */

@@ -10,6 +10,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "quantize.h"
 
+#include "../io/tokenizer.h"
+
 #include "../common/sha256.h"
 #include "../sharding/sharding.h"
 #include "layer_quant.h"
@@ -70,6 +72,20 @@ static fptq_status make_provenance(const fptq_model *m, const fptq_quantize_opts
     cJSON_AddStringToObject(p, "calib_path", o->calib_path);
     FPTQ_TRY_GOTO(sha256_file(o->calib_path, hex), st, done);
     cJSON_AddStringToObject(p, "calib_sha256", hex);
+    if (o->calib_text) {
+        /* text in: what turned it into tokens is part of the calibration */
+        const fptq_text_source *src = o->calib_text;
+        char tp[sizeof m->dir + 32];
+        snprintf(tp, sizeof tp, "%s/tokenizer.json", o->model_dir);
+        cJSON_AddStringToObject(p, "calib_format", src->jsonl_path ? "jsonl" : "text");
+        FPTQ_TRY_GOTO(sha256_file(tp, hex), st, done);
+        cJSON_AddStringToObject(p, "tokenizer_sha256", hex);
+        cJSON_AddStringToObject(p, "calib_bos", fptq_bos_policy_name(src->bos));
+        if (src->doc_sep && *src->doc_sep)
+            cJSON_AddStringToObject(p, "calib_doc_sep", src->doc_sep);
+        if (src->field)
+            cJSON_AddStringToObject(p, "calib_field", src->field);
+    }
     char when[32];
     time_t now = time(NULL);
     struct tm tm;
@@ -103,8 +119,32 @@ static fptq_status check_resume(const ckpt *ck, const char *dir, const char *rec
         goto done;
     }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(old, "calib_sha256"), *b = cJSON_GetObjectItemCaseSensitive(now, "calib_sha256");
-    if (!cJSON_IsString(a) || !cJSON_IsString(b) || strcmp(a->valuestring, b->valuestring) != 0)
-        st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the calibration tokens differ (sha256) from those checkpoint %s was made with", dir);
+    if (!cJSON_IsString(a) || !cJSON_IsString(b) || strcmp(a->valuestring, b->valuestring) != 0) {
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the calibration %s differs (sha256) from that checkpoint %s was made with",
+                       cJSON_GetObjectItemCaseSensitive(now, "calib_format") ? "text" : "tokens", dir);
+        goto done;
+    }
+    /* text calibration: the same tokenizer, BOS policy, documents; absent = a .npy */
+    static const struct {
+        const char *key, *what;
+    } TEXT_KEYS[] = {{"calib_format", "calibration input's format (npy, text, jsonl)"},
+                     {"tokenizer_sha256", "tokenizer.json (sha256)"},
+                     {"calib_bos", "BOS policy (--bos)"},
+                     {"calib_doc_sep", "document separator (--doc-sep)"},
+                     {"calib_field", "JSON Lines field (--field)"}};
+    for (size_t i = 0; i < sizeof TEXT_KEYS / sizeof TEXT_KEYS[0]; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(old, TEXT_KEYS[i].key);
+        const cJSON *y = cJSON_GetObjectItemCaseSensitive(now, TEXT_KEYS[i].key);
+        if (!x != !y || (x && (!cJSON_IsString(x) || !cJSON_IsString(y) || strcmp(x->valuestring, y->valuestring) != 0))) {
+            /* as JSON strings, so that a separator's newline reads \n */
+            char *xs = x ? cJSON_PrintUnformatted(x) : NULL, *ys = y ? cJSON_PrintUnformatted(y) : NULL;
+            st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the %s differs from the one checkpoint %s was made with (%s there, %s now)",
+                           TEXT_KEYS[i].what, dir, xs ? xs : "none", ys ? ys : "none");
+            free(xs);
+            free(ys);
+            goto done;
+        }
+    }
 done:
     cJSON_Delete(old);
     cJSON_Delete(now);
@@ -661,16 +701,31 @@ static fptq_status job_run(job *J)
     fptq_status st;
 
     FPTQ_TRY(fptq_model_open(o->model_dir, &J->m));
-    FPTQ_TRY_GOTO(tokens_load(o->calib_path, c->vocab_size, &tok), st, done);
     if (J->r.calib_seqlen == 0)
         J->r.calib_seqlen = c->max_position_embeddings < 2048 ? c->max_position_embeddings : 2048;
+    char calib_what[4200];
+    if (o->calib_text) {
+        /* every rank tokenizes the same text the same way: no broadcast needed */
+        fptq_text_source src = *o->calib_text;
+        fptq_text_stats ts;
+        src.max_tokens = J->r.calib_samples * J->r.calib_seqlen;
+        FPTQ_TRY_GOTO(fptq_tokens_from_text(o->model_dir, c->vocab_size, &src, &tok, &ts, NULL), st, done);
+        if (o->progress)
+            fptq_info("calibration text: %s: %lld documents%s, %lld tokens (bos %s), tokenized in %.2f s", o->calib_path,
+                      (long long)ts.documents, ts.stopped_early ? " (enough tokens before the end)" : "",
+                      (long long)ts.tokens, fptq_bos_policy_name(src.bos), ts.seconds);
+        snprintf(calib_what, sizeof calib_what, "%s (tokenized)", o->calib_path);
+    } else {
+        FPTQ_TRY_GOTO(tokens_load(o->calib_path, c->vocab_size, &tok), st, done);
+        snprintf(calib_what, sizeof calib_what, "%s", o->calib_path);
+    }
     if (J->r.calib_seqlen > c->max_position_embeddings) {
         st = FPTQ_FAIL(FPTQ_ERR_ARG, "--calib-seqlen %lld is longer than the model's context (max_position_embeddings %lld)",
                        (long long)J->r.calib_seqlen, (long long)c->max_position_embeddings);
         goto done;
     }
     J->T = J->r.calib_seqlen;
-    FPTQ_TRY_GOTO(fptq_calib_samples(&tok, J->r.calib_samples, J->T, o->calib_path, &ids), st, done);
+    FPTQ_TRY_GOTO(fptq_calib_samples(&tok, J->r.calib_samples, J->T, calib_what, &ids), st, done);
     if (J->r.calib_samples < J->per_stage) {
         st = FPTQ_FAIL(FPTQ_ERR_ARG, "--calib-samples %lld is fewer than the %d ranks of a stage: every rank needs a sample",
                        (long long)J->r.calib_samples, J->per_stage);

@@ -36,8 +36,13 @@ fptq_status fptq_recipe_make(const char *scheme, const char *method, int64_t gro
 char *fptq_recipe_json(const fptq_recipe *r);
 const char *fptq_method_name(fptq_method m);
 
+typedef struct fptq_text_source fptq_text_source;
+
 typedef struct fptq_quantize_opts {
     const char *model_dir, *calib_path, *out_dir;
+    /* calibration from text (calib_path is then the text file): tokenized
+     * with model_dir's tokenizer.json; NULL: calib_path is a token .npy */
+    const fptq_text_source *calib_text;
     int resume;
     int64_t max_layers;        /* each stage stops cleanly after this many more layers; 0 = no limit */
     int stages;                /* 0: one per node */
