@@ -120,8 +120,12 @@ static fptq_status check_resume(const ckpt *ck, const char *dir, const char *rec
     }
     const cJSON *a = cJSON_GetObjectItemCaseSensitive(old, "calib_sha256"), *b = cJSON_GetObjectItemCaseSensitive(now, "calib_sha256");
     if (!cJSON_IsString(a) || !cJSON_IsString(b) || strcmp(a->valuestring, b->valuestring) != 0) {
-        st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the calibration %s differs (sha256) from that checkpoint %s was made with",
-                       cJSON_GetObjectItemCaseSensitive(now, "calib_format") ? "text" : "tokens", dir);
+        if (cJSON_GetObjectItemCaseSensitive(now, "calib_format"))
+            st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the calibration text differs (sha256) from the one checkpoint %s was "
+                           "made with", dir);
+        else
+            st = FPTQ_FAIL(FPTQ_ERR_ARG, "--resume: the calibration tokens differ (sha256) from those checkpoint %s was "
+                           "made with", dir);
         goto done;
     }
     /* text calibration: the same tokenizer, BOS policy, documents; absent = a .npy */
