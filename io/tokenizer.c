@@ -2575,34 +2575,42 @@ static fptq_status load_bos(fptq_tokenizer *t, const char *dir)
     return st;
 }
 
-fptq_status fptq_tokenizer_load(const char *model_dir, int64_t model_vocab_size, fptq_tokenizer **out)
+/* Everything but the files around tokenizer.json: the JSON itself. */
+static fptq_status tokenizer_from_json(const char *name, const char *buf, size_t n, int64_t model_vocab_size,
+                                       fptq_tokenizer **out)
 {
     *out = NULL;
     fptq_tokenizer *t = calloc(1, sizeof *t);
     if (!t)
         return FPTQ_FAIL(FPTQ_ERR_NOMEM, "out of memory for a tokenizer");
-    snprintf(t->path, sizeof t->path, "%s/tokenizer.json", model_dir);
+    snprintf(t->path, sizeof t->path, "%s", name);
     byte_level_table(t->bl_tab, t->bl_len);
-    char *buf = NULL;
-    int64_t n = 0;
     cJSON *root = NULL;
     fptq_status st;
-    FPTQ_TRY_GOTO(fptq_read_file(t->path, "tokenizer.json", FPTQ_JSON_MAX_BYTES, 0, &buf, &n), st, fail);
     {
         sha256_ctx c;
         uint8_t d[32];
         sha256_init(&c);
-        sha256_update(&c, buf, (size_t)n);
+        sha256_update(&c, buf, n);
         sha256_final(&c, d);
         sha256_hex(d, t->sha256);
     }
+    if (n == 0) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: tokenizer.json is empty", t->path);
+        goto fail;
+    }
+    if (memchr(buf, '\0', n)) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: contains a NUL byte at offset %lld (expected JSON text)", t->path,
+                       (long long)((const char *)memchr(buf, '\0', n) - buf));
+        goto fail;
+    }
     const char *end = NULL;
-    root = cJSON_ParseWithLengthOpts(buf, (size_t)n, &end, 0);
+    root = cJSON_ParseWithLengthOpts(buf, n, &end, 0);
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
         long off = (e && e >= buf && e <= buf + n) ? (long)(e - buf) : -1;
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: not valid JSON (at byte %ld of %lld%s)", t->path, off, (long long)n,
-                       off >= n - 1 ? ": truncated?" : "");
+                       off >= (long)n - 1 ? ": truncated?" : "");
         goto fail;
     }
     if (!cJSON_IsObject(root)) {
@@ -2658,19 +2666,43 @@ fptq_status fptq_tokenizer_load(const char *model_dir, int64_t model_vocab_size,
                        t->id_tok[t->n_ids - 1] ? t->id_tok[t->n_ids - 1] : "?", (long long)model_vocab_size);
         goto fail;
     }
-    FPTQ_TRY_GOTO(load_bos(t, model_dir), st, fail);
-    /* cJSON's strings back the vocabulary and the id table: keep them by
-     * detaching nothing; the tree lives as long as the tokenizer */
-    free(buf);
+    /* cJSON's strings back the vocabulary and the id table: the tree lives
+     * as long as the tokenizer */
     t->json = root;
+    t->bos_id = -1;
     *out = t;
     return FPTQ_OK;
 fail:
-    free(buf);
     t->json = root;
     fptq_tokenizer_free(t);
     return st;
 }
+
+fptq_status fptq_tokenizer_load_buffer(const char *name, const char *json, size_t n, int64_t model_vocab_size,
+                                       fptq_tokenizer **out)
+{
+    return tokenizer_from_json(name, json, n, model_vocab_size, out);
+}
+
+fptq_status fptq_tokenizer_load(const char *model_dir, int64_t model_vocab_size, fptq_tokenizer **out)
+{
+    *out = NULL;
+    char path[4200];
+    snprintf(path, sizeof path, "%s/tokenizer.json", model_dir);
+    char *buf = NULL;
+    int64_t n = 0;
+    FPTQ_TRY(fptq_read_file(path, "tokenizer.json", FPTQ_JSON_MAX_BYTES, 0, &buf, &n));
+    fptq_tokenizer *t = NULL;
+    fptq_status st = tokenizer_from_json(path, buf, (size_t)n, model_vocab_size, &t);
+    free(buf);
+    if (st == FPTQ_OK && (st = load_bos(t, model_dir)) != FPTQ_OK) {
+        fptq_tokenizer_free(t);
+        t = NULL;
+    }
+    *out = t;
+    return st;
+}
+
 
 void fptq_tokenizer_free(fptq_tokenizer *t)
 {

@@ -33,6 +33,9 @@ const char *fptq_bos_policy_name(fptq_bos_policy p);
  * tokenizer must be below it (the model's embedding rows). */
 fptq_status fptq_tokenizer_load(const char *model_dir, int64_t model_vocab_size, fptq_tokenizer **out);
 void fptq_tokenizer_free(fptq_tokenizer *t);
+/* The same from tokenizer.json's bytes (name in messages); no BOS for --bos yes. */
+fptq_status fptq_tokenizer_load_buffer(const char *name, const char *json, size_t n, int64_t model_vocab_size,
+                                       fptq_tokenizer **out);
 
 /* sha256 (hex) of the tokenizer.json bytes that were loaded. */
 const char *fptq_tokenizer_sha256(const fptq_tokenizer *t);
