@@ -175,6 +175,19 @@ rc=$?
 [ $rc -eq 2 ] && grep -q "unknown format" "$tmp/o"
 check "an unknown --format is a usage error" $? "rc=$rc $(cat "$tmp/o")"
 
+# --- text in: fptq eval --text against transformers on the ids fptq tokenize wrote --------
+# (both fp32; fptq's logits agree with llama2.c's to 1.3e-6 per position, and a
+# perplexity is a mean of log-probabilities, so 1e-5 leaves a tenfold margin)
+txt="$ex/tinystories.txt"
+"$fptq" tokenize --model "$S" --text "$txt" --doc-sep '\n' --bos yes --out "$tmp/text.npy" --quiet >/dev/null 2>&1
+a=$("$fptq" eval --model "$S" --text "$txt" --doc-sep '\n' --bos yes --seqlen 256 --windows 4 --start 40960 --quiet 2>&1)
+b=$("$venv/bin/python" "$here/tokenizer/hf_ppl.py" "$S" "$tmp/text.npy" 256 4 40960 2>"$tmp/hf_ppl.log")
+pa=$(echo "$a" | sed -n 's/.* ppl=\([0-9.]*\)$/\1/p')
+pb=$(echo "$b" | sed -n 's/.* ppl=\([0-9.]*\)$/\1/p')
+[ -n "$pa" ] && [ -n "$pb" ] && awk -v a="$pa" -v b="$pb" 'BEGIN { d = a / b - 1; if (d < 0) d = -d; exit !(d < 1e-5) }'
+check "eval --text == transformers on fptq tokenize's ids to 1e-5 (fptq $pa, transformers $pb)" $? \
+    "fptq: $a / transformers: $b $(tail -3 "$tmp/hf_ppl.log")"
+
 # --- the clients --------------------------------------------------------------------
 t0=$(date +%s)
 "$venv/bin/python" "$here/export_client.py" "$cases" >"$tmp/client.log" 2>&1
