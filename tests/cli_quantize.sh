@@ -117,8 +117,8 @@ check "fp8 within 2% of fp32" $? "$fp8 vs $fp32"
 # 128 samples (the last one 32). What changes is the fp32 rounding of the
 # statistics' sums and, after a scale fold, of the recomputed input
 # (rmsnorm(x) * (norm / s) instead of (rmsnorm(x) * norm) / s). So layer 0's
-# losses, whose statistics are summed in another order only, stay within
-# 1e-4 (measured: GPTQ 0, SmoothQuant 8e-9); statistics of one micro-batch
+# losses, whose statistics are summed in another order only, stay close
+# (bars below; SmoothQuant measured 8e-9); statistics of one micro-batch
 # alone move them by 1% to 10%, and a subsample for AWQ's search taken from
 # one micro-batch by 0.1% to 3%. AWQ's grid searches pick among near-equal
 # choices and the recomputed MLP input flips some (gate_proj's clip in layer
@@ -151,8 +151,16 @@ micro mgptq4 --scheme w4a16 --method gptq --group-size 32
 check "GPTQ in micro-batches of 48 samples" $? "$(tail -5 "$tmp/mgptq4.log")"
 grep -q "forward in micro-batches of 48 of the rank's 128 samples" "$tmp/mgptq4.log"
 check "  the run says it uses micro-batches" $? "$(head -3 "$tmp/mgptq4.log")"
-worst=$(close "$(losses0 "$tmp/b")" "$(losses0 "$tmp/mgptq4")" 1e-4)
-check "  layer 0's losses within 1e-4 of the whole batch's (worst $worst)" $? "worst $worst"
+# RTN's codes do not depend on the statistics, so its layer-0 losses (the
+# proxy loss through H) see the summation order alone: 1e-5 (measured 9.1e-8;
+# half the statistics move them by 1% or more). GPTQ's codes follow H, and
+# on some CPUs' OpenBLAS kernels (an AMD EPYC here) the reordered sums flip
+# a few of them: 2e-2 (measured 0 on an Intel Xeon, 6.6e-3 on an AMD EPYC).
+micro mrtn4 --scheme w4a16 --method rtn --group-size 32
+worst=$(close "$(losses0 "$tmp/rtn4")" "$(losses0 "$tmp/mrtn4")" 1e-5)
+check "  RTN: layer 0's losses within 1e-5 of the whole batch's (worst $worst)" $? "worst $worst"
+worst=$(close "$(losses0 "$tmp/b")" "$(losses0 "$tmp/mgptq4")" 2e-2)
+check "  GPTQ: layer 0's losses within 2e-2 of the whole batch's (worst $worst)" $? "worst $worst"
 mg=$(ppl_of "$tmp/mgptq4")
 within() { awk -v a="$1" -v b="$2" -v t="$3" 'BEGIN { d = a / b - 1; exit !(a > 0 && b > 0 && d < t && d > -t) }'; }
 within "$mg" "$gptq4" 0.01
