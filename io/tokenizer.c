@@ -2279,9 +2279,10 @@ static fptq_status load_model(fptq_tokenizer *t, const cJSON *o)
     FPTQ_TRY(jstr(t, o, "model", "continuing_subword_prefix", 0, &pre));
     FPTQ_TRY(jstr(t, o, "model", "end_of_word_suffix", 0, &suf));
     FPTQ_TRY(jstr(t, o, "model", "unk_token", 0, &unk));
-    if (pre && !(m->prefix = xstrdup_n(pre, m->prefix_n = strlen(pre))))
+    /* "" is no prefix (transformers writes "" for none) */
+    if (pre && *pre && !(m->prefix = xstrdup_n(pre, m->prefix_n = strlen(pre))))
         return FPTQ_FAIL(FPTQ_ERR_NOMEM, "%s: out of memory", t->path);
-    if (suf && !(m->suffix = xstrdup_n(suf, m->suffix_n = strlen(suf))))
+    if (suf && *suf && !(m->suffix = xstrdup_n(suf, m->suffix_n = strlen(suf))))
         return FPTQ_FAIL(FPTQ_ERR_NOMEM, "%s: out of memory", t->path);
 
     size_t nv = (size_t)cJSON_GetArraySize(vocab);

@@ -8,10 +8,8 @@
 # decodes GPTQ after the published layout) and compares every weight, bit for
 # bit, with fptq's own dequantized weights (--format dequantized), and every
 # unquantized tensor with the input model's.
-# The client runs in a virtual environment with compressed-tensors and torch
-# from PyPI, made once and kept in VENV_DIR (about 5.6 GB, 1.5 min to make;
-# reused while its stamp matches CT_REQ); FPTQ_EXPORT_VENV=DIR puts it
-# elsewhere, so that several build trees (and CI runs) share one.
+# The client runs in the tests' Python environment (tests/pyenv.sh: made once
+# in VENV_DIR, or FPTQ_EXPORT_VENV=DIR, and reused).
 # FPTQ_EXPORT_CLIENT=skip skips the test (exit 77) where PyPI is out of reach.
 # usage: export_client.sh FPTQ_BIN EXAMPLES_DIR MAKE_SYNTHETIC_BIN VENV_DIR
 set -u
@@ -21,7 +19,6 @@ mksyn=$3
 venv=${FPTQ_EXPORT_VENV:-$4}
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/testlib.sh"
-CT_REQ="compressed-tensors==0.20.0"
 
 if [ "${FPTQ_EXPORT_CLIENT:-}" = skip ]; then
     echo "skipped: FPTQ_EXPORT_CLIENT=skip"
@@ -29,30 +26,8 @@ if [ "${FPTQ_EXPORT_CLIENT:-}" = skip ]; then
 fi
 
 # --- the client's environment, made once --------------------------------------
-mkdir -p "$(dirname "$venv")"
-exec 9>"$venv.lock"
-flock 9
-if [ "$(cat "$venv/.fptq-stamp" 2>/dev/null)" != "$CT_REQ" ]; then
-    # only a folder this script made (or none) is replaced
-    if [ -e "$venv" ] && [ ! -f "$venv/pyvenv.cfg" ]; then
-        echo "FAIL $venv exists and is not a virtual environment; remove it"
-        exit 1
-    fi
-    rm -rf "$venv"
-    t0=$(date +%s)
-    if ! python3 -m venv "$venv" >"$tmp/venv.log" 2>&1; then
-        echo "FAIL python3 -m venv: $(tail -3 "$tmp/venv.log") (Debian: apt-get install python3-venv)"
-        exit 1
-    fi
-    if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "$CT_REQ" >"$tmp/pip.log" 2>&1; then
-        echo "FAIL pip install $CT_REQ: $(tail -5 "$tmp/pip.log")"
-        exit 1
-    fi
-    echo "$CT_REQ" >"$venv/.fptq-stamp"
-    echo "client environment: $CT_REQ with $("$venv/bin/python" -m pip list 2>/dev/null | grep -E '^torch ' | tr -s ' ')," \
-         "$(du -sh "$venv" | cut -f1), made in $(($(date +%s) - t0)) s"
-fi
-flock -u 9
+. "$here/pyenv.sh"
+pyenv_ensure "$venv" || exit 1
 
 export OPENBLAS_NUM_THREADS=1
 cases="$tmp/cases"
