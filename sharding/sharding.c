@@ -160,7 +160,11 @@ static int64_t largest_group_cols(const llama_config *c)
 /* ---- stage partition ------------------------------------------------------------
  *
  * Exact, by dynamic programming over (stages used, layers covered), O(S n^2)
- * time and O(S n) memory; n is at most a few hundred decoder layers.
+ * time and O(S n) memory, for layers of different costs. Where the answer is
+ * known without it, it is given in O(n): equal costs (every Llama layer, so
+ * every plan fptq makes today: config.json allows up to FPTQ_MAX_LAYERS =
+ * 65,536 layers) split as shard_split_range, which is what the rules below
+ * pick for them; one stage owns everything; n stages own a layer each.
  *   1. M = the smallest possible largest stage cost (the stage that finishes
  *      last sets the job's time when stages run at once).
  *   2. Among partitions whose every stage costs <= M: the smallest sum of
@@ -191,6 +195,19 @@ fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int st
         if (!isfinite(layer_cost[l]) || layer_cost[l] < 0)
             return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "layer %lld has cost %g: expected a finite cost >= 0",
                              (long long)l, layer_cost[l]);
+
+    /* The O(n) answers (see above); the DP agrees with them (test_sharding). */
+    int equal = 1;
+    for (int64_t l = 1; l < n_layers && equal; l++)
+        equal = layer_cost[l] == layer_cost[0];
+    if (equal || stages == 1 || stages == n_layers) {
+        for (int s = 0; s < stages; s++) {
+            int64_t e;
+            shard_split_range(n_layers, stages, s, &bounds[s], &e);
+        }
+        bounds[stages] = n_layers;
+        return FPTQ_OK;
+    }
 
     const int64_t n = n_layers, S = stages, W = n + 1;
     const size_t cells = (size_t)(S + 1) * (size_t)W;

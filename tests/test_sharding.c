@@ -267,6 +267,33 @@ static void test_plan_stages_equal_costs(void **state)
     }
 }
 
+/* The largest model config.json allows (FPTQ_MAX_LAYERS): equal costs are
+ * planned in O(n), so this finishes at once (it took O(S n^2) before). */
+static void test_plan_stages_many_layers(void **state)
+{
+    (void)state;
+    const int64_t n = FPTQ_MAX_LAYERS;
+    double *cost = calloc((size_t)n, sizeof *cost);
+    int64_t *bounds = calloc((size_t)n + 1, sizeof *bounds);
+    assert_non_null(cost);
+    assert_non_null(bounds);
+    for (int64_t l = 0; l < n; l++)
+        cost[l] = 6.9e14 + 1.0 / 3.0;
+    const int stage_counts[] = {1, 2, 3, 64, 4096, 65535, 65536};
+    for (size_t k = 0; k < sizeof stage_counts / sizeof stage_counts[0]; k++) {
+        const int S = stage_counts[k];
+        assert_int_equal(shard_plan_stages(cost, n, S, bounds), FPTQ_OK);
+        for (int s = 0; s < S; s++) {
+            int64_t b, e;
+            shard_split_range(n, S, s, &b, &e);
+            assert_int_equal(bounds[s], b);
+            assert_int_equal(bounds[s + 1], e);
+        }
+    }
+    free(cost);
+    free(bounds);
+}
+
 static void test_plan_stages_one_heavy_layer(void **state)
 {
     (void)state;
@@ -525,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_grid_default_stages_named),
         cmocka_unit_test(test_plan_stages_matches_brute_force),
         cmocka_unit_test(test_plan_stages_equal_costs),
+        cmocka_unit_test(test_plan_stages_many_layers),
         cmocka_unit_test(test_plan_stages_one_heavy_layer),
         cmocka_unit_test(test_plan_stages_zero_costs),
         cmocka_unit_test(test_plan_stages_errors),
