@@ -148,10 +148,11 @@ static fptq_status require_size(const char *src, const char *name, int64_t v, in
 {
     FPTQ_TRY(require_positive_int(src, name, v));
     if (v > max)
-        return FPTQ_FAIL(FPTQ_ERR_FORMAT,
-                         "%s: %s %lld is larger than fptq accepts (expected at most %lld, about 16x the "
-                         "largest real models)",
-                         src, name, (long long)v, (long long)max);
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: %s %lld is larger than fptq accepts (expected at most %lld, %s)",
+                         src, name, (long long)v, (long long)max,
+                         max == FPTQ_MAX_LAYERS && strcmp(name, "num_hidden_layers") == 0
+                             ? "the most layers an fptq checkpoint holds"
+                             : "about 16x the largest real models");
     return FPTQ_OK;
 }
 
