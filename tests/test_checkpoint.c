@@ -20,6 +20,7 @@
 
 #include "common/sha256.h"
 #include "io/checkpoint.h"
+#include "io/export.h"
 #include "worker/model.h"
 
 #include <cjson/cJSON.h>
@@ -656,6 +657,13 @@ static void test_config_in_index_is_bounded(void **state)
     fptq_model m;
     EXPECT_ERROR2(fptq_model_open_checkpoint(dir, &m), FPTQ_ERR_FORMAT, "index.h5 (config)",
                   "num_attention_heads 406961350020066");
+    /* export parses it with the same parser (and once wrote it out) */
+    const export_opts eo = {0};
+    export_result er;
+    EXPECT_ERROR2(fptq_export(dir, tpath("wrapping-heads-export"), &eo, &er), FPTQ_ERR_FORMAT,
+                  "index.h5 (config)", "num_attention_heads 406961350020066");
+    struct stat sb;
+    assert_int_equal(stat(tpath("wrapping-heads-export"), &sb), -1);
     free(json);
 }
 
