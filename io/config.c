@@ -6,16 +6,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include "config.h"
 
+#include "../common/fileio.h"
+#include "json_util.h"
+
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-
-/* Real configs are a few KiB; anything near this is not a config.json. */
-#define CONFIG_MAX_BYTES ((int64_t)16 * 1024 * 1024)
 /* A double holds every integer up to 2^53 exactly; past that "integral" means nothing. */
 #define JSON_INT_LIMIT 9007199254740992.0
 
@@ -145,6 +143,30 @@ static fptq_status require_positive_int(const char *src, const char *name, int64
     return FPTQ_OK;
 }
 
+/* A size that later sizes a buffer or a loop: 1..max (the bounds of config.h). */
+static fptq_status require_size(const char *src, const char *name, int64_t v, int64_t max)
+{
+    FPTQ_TRY(require_positive_int(src, name, v));
+    if (v > max)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: %s %lld is larger than fptq accepts (expected at most %lld, %s)",
+                         src, name, (long long)v, (long long)max,
+                         max == FPTQ_MAX_LAYERS && strcmp(name, "num_hidden_layers") == 0
+                             ? "the most layers an fptq checkpoint holds"
+                             : "about 16x the largest real models");
+    return FPTQ_OK;
+}
+
+/* a x b <= max, for sizes already bounded (so the product cannot overflow). */
+static fptq_status require_product(const char *src, const char *na, int64_t a, const char *nb, int64_t b,
+                                   int64_t max)
+{
+    if (a > max / b)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT,
+                         "%s: %s x %s = %lld x %lld = %lld is larger than fptq accepts (expected at most %lld)",
+                         src, na, nb, (long long)a, (long long)b, (long long)(a * b), (long long)max);
+    return FPTQ_OK;
+}
+
 static fptq_status require_positive_num(const char *src, const char *name, double v)
 {
     if (!(v > 0.0))
@@ -249,7 +271,7 @@ static fptq_status parse_rope_scaling(const cJSON *rs, const char *name, const c
     snprintf(fname, sizeof fname, "%shigh_freq_factor", prefix);
     FPTQ_TRY(require_positive_num(src, fname, c->rope_scaling.high_freq_factor));
     snprintf(fname, sizeof fname, "%soriginal_max_position_embeddings", prefix);
-    FPTQ_TRY(require_positive_int(src, fname, c->rope_scaling.original_max_position_embeddings));
+    FPTQ_TRY(require_size(src, fname, c->rope_scaling.original_max_position_embeddings, FPTQ_MAX_CONTEXT));
     /* the llama3 ramp divides by (high - low) */
     if (!(c->rope_scaling.high_freq_factor > c->rope_scaling.low_freq_factor))
         return FPTQ_FAIL(FPTQ_ERR_FORMAT,
@@ -265,7 +287,7 @@ static fptq_status parse_sliding_window(const cJSON *root, const char *src, llam
     if (strcmp(c->model_type, "mistral") == 0) {
         FPTQ_TRY(get_int(root, "", "sliding_window", src, 0, 0, &c->sliding_window));
         if (field(root, "sliding_window"))
-            FPTQ_TRY(require_positive_int(src, "sliding_window", c->sliding_window));
+            FPTQ_TRY(require_size(src, "sliding_window", c->sliding_window, FPTQ_MAX_CONTEXT));
     } else if (strcmp(c->model_type, "qwen2") == 0) {
         int use = 0;
         FPTQ_TRY(get_bool(root, "use_sliding_window", src, 0, &use));
@@ -274,7 +296,7 @@ static fptq_status parse_sliding_window(const cJSON *root, const char *src, llam
         FPTQ_TRY(get_int(root, "", "sliding_window", src, 0, 0, &c->sliding_window));
         if (!field(root, "sliding_window"))
             return FPTQ_OK;
-        FPTQ_TRY(require_positive_int(src, "sliding_window", c->sliding_window));
+        FPTQ_TRY(require_size(src, "sliding_window", c->sliding_window, FPTQ_MAX_CONTEXT));
         /* transformers slides only in layers >= max_window_layers; one window for
          * all layers is all fptq models, so a mixed stack is refused. */
         if (field(root, "max_window_layers")) {
@@ -306,19 +328,18 @@ static fptq_status parse_root(const cJSON *root, const char *src, llama_config *
     FPTQ_TRY(get_int(root, "", "num_hidden_layers", src, 1, 0, &c->num_hidden_layers));
     FPTQ_TRY(get_int(root, "", "num_attention_heads", src, 1, 0, &c->num_attention_heads));
     FPTQ_TRY(get_int(root, "", "vocab_size", src, 1, 0, &c->vocab_size));
-    FPTQ_TRY(require_positive_int(src, "hidden_size", c->hidden_size));
-    FPTQ_TRY(require_positive_int(src, "intermediate_size", c->intermediate_size));
-    FPTQ_TRY(require_positive_int(src, "num_hidden_layers", c->num_hidden_layers));
-    FPTQ_TRY(require_positive_int(src, "num_attention_heads", c->num_attention_heads));
-    FPTQ_TRY(require_positive_int(src, "vocab_size", c->vocab_size));
-    /* token ids are stored as int32 */
-    if (c->vocab_size > INT32_MAX)
-        return FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "%s: vocab_size %lld exceeds %d", src,
-                         (long long)c->vocab_size, INT32_MAX);
+    /* Every size is bounded before any product is formed: sizes whose products
+     * wrap modulo 2^64 would otherwise pass every later check. */
+    FPTQ_TRY(require_size(src, "hidden_size", c->hidden_size, FPTQ_MAX_HIDDEN));
+    FPTQ_TRY(require_size(src, "intermediate_size", c->intermediate_size, FPTQ_MAX_INTERMEDIATE));
+    FPTQ_TRY(require_size(src, "num_hidden_layers", c->num_hidden_layers, FPTQ_MAX_LAYERS));
+    FPTQ_TRY(require_size(src, "num_attention_heads", c->num_attention_heads, FPTQ_MAX_HEADS));
+    /* token ids are stored as int32; the bound is far below */
+    FPTQ_TRY(require_size(src, "vocab_size", c->vocab_size, FPTQ_MAX_VOCAB));
 
     FPTQ_TRY(get_int(root, "", "num_key_value_heads", src, 0, c->num_attention_heads,
                      &c->num_key_value_heads));
-    FPTQ_TRY(require_positive_int(src, "num_key_value_heads", c->num_key_value_heads));
+    FPTQ_TRY(require_size(src, "num_key_value_heads", c->num_key_value_heads, FPTQ_MAX_HEADS));
     if (c->num_attention_heads % c->num_key_value_heads != 0)
         return FPTQ_FAIL(FPTQ_ERR_FORMAT,
                          "%s: num_attention_heads (%lld) is not divisible by num_key_value_heads (%lld)",
@@ -326,7 +347,7 @@ static fptq_status parse_root(const cJSON *root, const char *src, llama_config *
 
     if (field(root, "head_dim")) {
         FPTQ_TRY(get_int(root, "", "head_dim", src, 0, 0, &c->head_dim));
-        FPTQ_TRY(require_positive_int(src, "head_dim", c->head_dim));
+        FPTQ_TRY(require_size(src, "head_dim", c->head_dim, FPTQ_MAX_HEAD_DIM));
     } else {
         if (c->hidden_size % c->num_attention_heads != 0)
             return FPTQ_FAIL(FPTQ_ERR_FORMAT,
@@ -334,14 +355,26 @@ static fptq_status parse_root(const cJSON *root, const char *src, llama_config *
                              "num_attention_heads (%lld)",
                              src, (long long)c->hidden_size, (long long)c->num_attention_heads);
         c->head_dim = c->hidden_size / c->num_attention_heads;
+        FPTQ_TRY(require_size(src, "head_dim (hidden_size / num_attention_heads)", c->head_dim,
+                              FPTQ_MAX_HEAD_DIM));
     }
+    /* the products that size the linears, the embedding and the head (the
+     * k/v width is at most the q width: kv heads divide the heads) */
+    FPTQ_TRY(require_product(src, "num_attention_heads", c->num_attention_heads, "head_dim", c->head_dim,
+                             FPTQ_MAX_ATTN_DIM));
+    FPTQ_TRY(require_product(src, "hidden_size", c->hidden_size, "intermediate_size", c->intermediate_size,
+                             FPTQ_MAX_LINEAR_ELEMS));
+    FPTQ_TRY(require_product(src, "hidden_size", c->hidden_size, "num_attention_heads x head_dim",
+                             c->num_attention_heads * c->head_dim, FPTQ_MAX_LINEAR_ELEMS));
+    FPTQ_TRY(require_product(src, "vocab_size", c->vocab_size, "hidden_size", c->hidden_size,
+                             FPTQ_MAX_LINEAR_ELEMS));
     /* RoPE rotates pairs of dimensions */
     if (c->head_dim % 2 != 0)
         return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: head_dim must be even, got %lld", src,
                          (long long)c->head_dim);
 
     FPTQ_TRY(get_int(root, "", "max_position_embeddings", src, 0, 2048, &c->max_position_embeddings));
-    FPTQ_TRY(require_positive_int(src, "max_position_embeddings", c->max_position_embeddings));
+    FPTQ_TRY(require_size(src, "max_position_embeddings", c->max_position_embeddings, FPTQ_MAX_CONTEXT));
     FPTQ_TRY(get_num(root, "", "rms_norm_eps", src, 0, 1e-6, &c->rms_norm_eps));
     FPTQ_TRY(require_positive_num(src, "rms_norm_eps", c->rms_norm_eps));
 
@@ -431,7 +464,7 @@ fptq_status llama_config_parse(const char *json_text, const char *source, llama_
         char d[96];
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: top level must be a JSON object, got %s", src,
                        describe(root, d, sizeof d));
-    } else {
+    } else if ((st = json_check_unique_keys(root, src)) == FPTQ_OK) {
         llama_config c;
         memset(&c, 0, sizeof c);
         st = parse_root(root, src, &c);
@@ -448,41 +481,11 @@ fptq_status llama_config_load(const char *path, llama_config *out)
         return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "llama_config_load called without a path or output");
     memset(out, 0, sizeof *out);
 
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "%s: cannot open config: %s", path, strerror(errno));
-    fptq_status st = FPTQ_OK;
+    /* a regular file only (a FIFO would block), at most the JSON cap */
     char *buf = NULL;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: cannot stat config: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: config is not a regular file", path);
-        goto done;
-    }
-    int64_t size = (int64_t)sb.st_size;
-    if (size == 0) {
-        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: config file is empty (expected a JSON object)", path);
-        goto done;
-    }
-    if (size > CONFIG_MAX_BYTES) {
-        st = FPTQ_FAIL(FPTQ_ERR_FORMAT,
-                       "%s: config file is %lld bytes, more than the %lld a config.json can plausibly be",
-                       path, (long long)size, (long long)CONFIG_MAX_BYTES);
-        goto done;
-    }
-    char what[256];
-    snprintf(what, sizeof what, "%.200s: config text", path);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)size + 1, 1, what, &buf), st, done);
-    size_t got = fread(buf, 1, (size_t)size, f);
-    if (got != (size_t)size) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: read %zu of %lld bytes of config%s%s", path, got,
-                       (long long)size, ferror(f) ? ": " : " (file shrank)",
-                       ferror(f) ? strerror(errno) : "");
-        goto done;
-    }
+    int64_t size = 0;
+    FPTQ_TRY(fptq_read_file(path, "config", FPTQ_JSON_MAX_BYTES, 0, &buf, &size));
+    fptq_status st = FPTQ_OK;
     /* cJSON would stop at a NUL and report a confusing position */
     const char *nul = memchr(buf, '\0', (size_t)size);
     if (nul) {
@@ -493,6 +496,5 @@ fptq_status llama_config_load(const char *path, llama_config *out)
     FPTQ_TRY_GOTO(llama_config_parse(buf, path, out), st, done);
 done:
     free(buf);
-    fclose(f);
     return st;
 }

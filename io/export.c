@@ -17,6 +17,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "export.h"
 
+#include "../common/fileio.h"
+
 #include "../kernels/quant.h"
 #include "checkpoint.h"
 #include "config.h"
@@ -1040,27 +1042,12 @@ static fptq_status write_configs(exporter *e)
 
 static fptq_status copy_file(exporter *e, const char *src, const char *name)
 {
-    FILE *f = fopen(src, "rb");
-    if (!f)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot open %s: %s", src, strerror(errno));
-    fptq_status st = FPTQ_OK;
+    /* a regular file only (a FIFO would block), at most 256 MiB */
     char *data = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0)
-        n = ftell(f);
-    if (n < 0 || n > (256L << 20) || fseek(f, 0, SEEK_SET) != 0) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot read %s (or it is over 256 MB)", src);
-        goto done;
-    }
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)n + 1, 1, name, &data), st, done);
-    if (fread(data, 1, (size_t)n, f) != (size_t)n) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot read %s", src);
-        goto done;
-    }
-    st = write_bytes(e, name, data, (size_t)n);
-done:
+    int64_t n = 0;
+    FPTQ_TRY(fptq_read_file(src, name, (int64_t)256 << 20, 1, &data, &n));
+    fptq_status st = write_bytes(e, name, data, (size_t)n);
     free(data);
-    fclose(f);
     return st;
 }
 

@@ -6,6 +6,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "npy.h"
 
+#include "../common/fileio.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -310,22 +312,13 @@ fptq_status npy_load(const char *path, npy_array *out)
         return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "npy_load called without a path or output");
     memset(out, 0, sizeof *out);
 
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+    /* a regular file only: a FIFO is refused before anything blocks on it */
+    FILE *f = NULL;
+    int64_t file_size = 0;
+    FPTQ_TRY(fptq_fopen_regular(path, ".npy file", &f, &file_size));
     fptq_status st = FPTQ_OK;
     char *header = NULL;
     void *data = NULL;
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-        goto done;
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: not a regular file", path);
-        goto done;
-    }
-    int64_t file_size = (int64_t)sb.st_size;
 
     unsigned char pre[12];
     size_t pre_n = file_size < 12 ? (size_t)file_size : 12;

@@ -6,6 +6,9 @@
 #define _POSIX_C_SOURCE 200809L
 #include "safetensors.h"
 
+#include "../common/fileio.h"
+#include "json_util.h"
+
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -215,31 +218,22 @@ static const st_tensor *find_sorted(const st_tensor *const *by_name, size_t n, c
 
 static fptq_status map_file(st_file *f)
 {
-    int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot open %s: %s", f->path, strerror(errno));
-    struct stat sb;
-    if (fstat(fd, &sb) != 0) {
-        int e = errno;
-        close(fd);
-        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot stat %s: %s", f->path, strerror(e));
-    }
-    if (!S_ISREG(sb.st_mode)) {
-        close(fd);
-        return FPTQ_FAIL(FPTQ_ERR_IO, "%s: not a regular file", f->path);
-    }
-    if (sb.st_size < 8) {
+    /* a regular file only: opening a FIFO must not wait for a writer */
+    int fd;
+    int64_t size;
+    FPTQ_TRY(fptq_open_regular(f->path, "safetensors file", &fd, &size));
+    if (size < 8) {
         close(fd);
         return FPTQ_FAIL(FPTQ_ERR_FORMAT,
                          "%s: file is %lld bytes, shorter than 8 bytes (the header length field)",
-                         f->path, (long long)sb.st_size);
+                         f->path, (long long)size);
     }
-    if ((uint64_t)sb.st_size > (uint64_t)SIZE_MAX) {
+    if ((uint64_t)size > (uint64_t)SIZE_MAX) {
         close(fd);
         return FPTQ_FAIL(FPTQ_ERR_IO, "%s: %lld bytes do not fit in the address space", f->path,
-                         (long long)sb.st_size);
+                         (long long)size);
     }
-    f->map_size = (size_t)sb.st_size;
+    f->map_size = (size_t)size;
     void *p = mmap(NULL, f->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
     int e = errno;
     close(fd);   /* the mapping stays valid without the descriptor */
@@ -445,6 +439,9 @@ static fptq_status parse_header(st_file *f)
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: header is not a JSON object", f->path);
         goto out;
     }
+    /* two entries of one tensor name (or two dtypes of one entry): which one
+     * counts depends on the reader */
+    FPTQ_TRY_GOTO(json_check_unique_keys(root, f->path), st, out);
 
     size_t n = 0;
     const cJSON *it;
@@ -529,33 +526,6 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-static fptq_status read_text(const char *path, char **buf, size_t *len)
-{
-    *buf = NULL;
-    FILE *fp = fopen(path, "rb");
-    if (!fp)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-    fptq_status st = FPTQ_OK;
-    struct stat sb;
-    if (fstat(fileno(fp), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: not a readable regular file", path);
-        goto out;
-    }
-    size_t n = (size_t)sb.st_size;
-    FPTQ_TRY_GOTO(fptq_calloc(n + 1, 1, "index file", buf), st, out);
-    if (fread(*buf, 1, n, fp) != n) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot read %s: %s", path,
-                       ferror(fp) ? strerror(errno) : "file shrank while reading");
-        free(*buf);
-        *buf = NULL;
-        goto out;
-    }
-    *len = n;
-out:
-    fclose(fp);
-    return st;
-}
-
 /* Shard names come from a file we do not trust: only names inside dir. */
 static int plain_file_name(const char *s)
 {
@@ -580,7 +550,10 @@ static fptq_status open_index(st_model *m, const char *index_path)
     char *shard_path = NULL;
     fptq_status st = FPTQ_OK;
 
-    FPTQ_TRY(read_text(index_path, &text, &len));
+    /* a regular file (a FIFO would block) of at most the JSON cap, read whole */
+    int64_t len64 = 0;
+    FPTQ_TRY(fptq_read_file(index_path, "safetensors index", FPTQ_JSON_MAX_BYTES, 0, &text, &len64));
+    len = (size_t)len64;
     const char *stop = NULL;
     root = cJSON_ParseWithLengthOpts(text, len, &stop, 0);
     if (!root) {
@@ -588,6 +561,7 @@ static fptq_status open_index(st_model *m, const char *index_path)
                        stop && stop >= text ? (size_t)(stop - text) : (size_t)0);
         goto out;
     }
+    FPTQ_TRY_GOTO(json_check_unique_keys(root, index_path), st, out);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(root) || !cJSON_IsObject(wm)) {
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: no \"weight_map\" object", index_path);

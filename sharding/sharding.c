@@ -159,8 +159,7 @@ static int64_t largest_group_cols(const llama_config *c)
 
 /* ---- stage partition ------------------------------------------------------------
  *
- * Exact, by dynamic programming over (stages used, layers covered), O(S n^2)
- * time and O(S n) memory; n is at most a few hundred decoder layers.
+ * Exact. With n layers and S stages:
  *   1. M = the smallest possible largest stage cost (the stage that finishes
  *      last sets the job's time when stages run at once).
  *   2. Among partitions whose every stage costs <= M: the smallest sum of
@@ -170,14 +169,82 @@ static int64_t largest_group_cols(const llama_config *c)
  *   3. Remaining ties: the last stage as short as possible, then the one
  *      before it, and so on, so that equal costs split as shard_split_range
  *      does (the first stages take the extra layer).
+ * Where the answer is known it is given in O(n): equal costs (every Llama
+ * layer, so every plan fptq makes today; config.json allows up to
+ * FPTQ_MAX_LAYERS = 65,536 layers) split as shard_split_range, which is what
+ * the rules pick for them; one stage owns everything; n stages own a layer each.
+ * Otherwise:
+ *   - M by bisection on the bits of a double (at most 64 steps), each step a
+ *     greedy O(n) test of whether stages of at most X cover the layers; the
+ *     smallest X that passes is the largest stage cost of the best partition,
+ *     bit for bit.
+ *   - The end of stage s can only lie in a band: layers [0, i) must split into
+ *     s stages of cost <= M and [i, n) into S - s of them. Both sets are
+ *     intervals (a stage's cost grows with its length), found greedily in
+ *     O(n log n). Step 2 is a dynamic program over (stage, end) within the
+ *     bands: the time is the sum over band cells of the stage lengths that
+ *     fit under M, which for near-equal costs is about the number of layers
+ *     (the bands are narrow), and O(S n^2) only for very uneven costs.
  * Both keys of step 2 add up over stages, so comparing them in order is
  * compatible with the recursion. Sums of squares within SQ_TIE of each other
  * count as equal: the same stage costs added in another order may differ in
  * the last bit, and rounding must not override rule 3.
  * A stage's cost is always summed in the same order (from its last layer
- * down), so the comparisons with M in step 2 are exact in floating point. */
+ * down), so every comparison with M is exact in floating point; with costs
+ * >= 0 a stage never costs less than a part of it in that order. */
 
 #define SQ_TIE 1e-12
+
+/* The cost of layers [j, i), summed from the last layer down. */
+static double stage_cost(const double *c, int64_t j, int64_t i)
+{
+    double s = 0.0;
+    for (int64_t k = i - 1; k >= j; k--)
+        s += c[k];
+    return s;
+}
+
+/* Whether the layers split into exactly S stages of cost <= X (fewer suffice:
+ * a part of a stage costs no more than the stage). Greedy from the last layer,
+ * each stage as long as fits; with first != NULL, first[k] (k = 0..S) is the
+ * first layer from which k such stages can reach the end: [first[k], n - k]
+ * are all the layers from which exactly k stages of cost <= X cover the rest. */
+static int stages_fit(const double *c, int64_t n, int64_t S, double X, int64_t *first)
+{
+    int64_t l = n;
+    if (first)
+        first[0] = n;
+    for (int64_t k = 1; k <= S; k++) {
+        if (l > 0) {
+            int64_t j = l;
+            double acc = 0.0;
+            while (j > 0 && acc + c[j - 1] <= X) {
+                acc += c[j - 1];
+                j--;
+            }
+            if (j == l)
+                return 0; /* one layer costs more than X */
+            l = j;
+        }
+        if (first)
+            first[k] = l;
+    }
+    return l == 0;
+}
+
+static uint64_t double_bits(double x)
+{
+    uint64_t b;
+    memcpy(&b, &x, sizeof b);
+    return b;
+}
+
+static double bits_double(uint64_t b)
+{
+    double x;
+    memcpy(&x, &b, sizeof x);
+    return x;
+}
 
 fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int stages, int64_t *bounds)
 {
@@ -192,52 +259,117 @@ fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int st
             return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "layer %lld has cost %g: expected a finite cost >= 0",
                              (long long)l, layer_cost[l]);
 
-    const int64_t n = n_layers, S = stages, W = n + 1;
-    const size_t cells = (size_t)(S + 1) * (size_t)W;
-    double *best = NULL, *sq = NULL, *sqn = NULL;
-    int64_t *from = NULL;
+    /* The O(n) answers (see above); the general path agrees with them (test_sharding). */
+    int equal = 1;
+    for (int64_t l = 1; l < n_layers && equal; l++)
+        equal = layer_cost[l] == layer_cost[0];
+    if (equal || stages == 1 || stages == n_layers) {
+        for (int s = 0; s < stages; s++) {
+            int64_t e;
+            shard_split_range(n_layers, stages, s, &bounds[s], &e);
+        }
+        bounds[stages] = n_layers;
+        return FPTQ_OK;
+    }
+    return shard_plan_stages_general(layer_cost, n_layers, stages, bounds);
+}
+
+fptq_status shard_plan_stages_general(const double *c, int64_t n, int stages, int64_t *bounds)
+{
+    const int64_t S = stages;
+    int64_t *lo = NULL, *hi = NULL, *first = NULL, *off = NULL, *from = NULL;
+    double *sq = NULL, *sqn = NULL;
     fptq_status st;
-    FPTQ_TRY_GOTO(fptq_calloc(cells, sizeof *best, "stage plan (largest cost table)", &best), st, done);
+    if (S < 1 || n < S)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "stage plan: %lld layers into %lld stages", (long long)n, (long long)S);
+
+    /* 1. M: non-negative doubles order as their bits */
+    uint64_t b_lo = 0, b_hi = double_bits(stage_cost(c, 0, n));
+    while (b_lo < b_hi) {
+        const uint64_t mid = b_lo + (b_hi - b_lo) / 2;
+        if (stages_fit(c, n, S, bits_double(mid), NULL))
+            b_hi = mid;
+        else
+            b_lo = mid + 1;
+    }
+    const double M = bits_double(b_lo);
+
+    /* 2. the bands: stage s (1..S) ends at i in [lo[s], hi[s]] */
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)S + 1, sizeof *lo, "stage plan (band starts)", &lo), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)S + 1, sizeof *hi, "stage plan (band ends)", &hi), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)S + 1, sizeof *first, "stage plan (suffix reach)", &first), st, done);
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)S + 2, sizeof *off, "stage plan (band offsets)", &off), st, done);
+    if (!stages_fit(c, n, S, M, first)) {
+        st = FPTQ_FAIL(FPTQ_ERR_INTERNAL, "stage plan: %lld layers do not fit %d stages of cost %g", (long long)n,
+                       stages, M);
+        goto done;
+    }
+    /* reach: the last layer s stages of cost <= M can cover from 0 is R_s,
+     * R_s = the largest i with cost [R_{s-1}, i) <= M, by galloping then bisection */
+    int64_t reach = 0;
+    for (int64_t s = 0; s <= S; s++) {
+        if (s > 0 && reach < n) {
+            int64_t good = reach + 1, step = 1; /* one layer always fits (M >= every layer's cost) */
+            int64_t bad = n + 1;
+            while (good + step <= n) {
+                if (stage_cost(c, reach, good + step) <= M) {
+                    good += step;
+                    step *= 2;
+                } else {
+                    bad = good + step;
+                    break;
+                }
+            }
+            while (bad - good > 1) {
+                const int64_t mid = good + (bad - good) / 2;
+                if (stage_cost(c, reach, mid) <= M)
+                    good = mid;
+                else
+                    bad = mid;
+            }
+            reach = good;
+        }
+        const int64_t a = first[S - s] > s ? first[S - s] : s;
+        const int64_t z = reach < n - (S - s) ? reach : n - (S - s);
+        if (a > z) {
+            st = FPTQ_FAIL(FPTQ_ERR_INTERNAL, "stage plan: stage %lld has no place to end", (long long)s);
+            goto done;
+        }
+        lo[s] = a;
+        hi[s] = z;
+        off[s + 1] = off[s] + (z - a + 1);
+    }
+    const size_t cells = (size_t)off[S + 1];
     FPTQ_TRY_GOTO(fptq_calloc(cells, sizeof *sq, "stage plan (evenness table)", &sq), st, done);
     FPTQ_TRY_GOTO(fptq_calloc(cells, sizeof *sqn, "stage plan (layer count table)", &sqn), st, done);
     FPTQ_TRY_GOTO(fptq_calloc(cells, sizeof *from, "stage plan (choice table)", &from), st, done);
-    for (size_t k = 0; k < cells; k++)
-        best[k] = sq[k] = sqn[k] = INFINITY;
-    best[0] = sq[0] = sqn[0] = 0.0;
-
-    /* best[s][i]: smallest largest cost of s stages over layers [0, i). Stage s
-     * needs s - 1 layers before it and leaves S - s layers for the rest. */
-    for (int64_t s = 1; s <= S; s++)
-        for (int64_t i = s; i <= n - (S - s); i++) {
-            double seg = 0.0, b = INFINITY;
-            for (int64_t j = i - 1; j >= s - 1; j--) {
-                seg += layer_cost[j];
-                if (seg >= b)
-                    break; /* costs are >= 0: longer last stages only cost more */
-                const double v = best[(s - 1) * W + j] > seg ? best[(s - 1) * W + j] : seg;
-                b = v < b ? v : b;
-            }
-            best[s * W + i] = b;
-        }
-    const double M = best[S * W + n];
+    for (size_t k = 0; k < cells; k++) {
+        sq[k] = sqn[k] = INFINITY;
+        from[k] = -1;
+    }
+    sq[0] = sqn[0] = 0.0; /* stage 0 "ends" at layer 0 */
 
     /* (sq, sqn)[s][i]: smallest (sum of squared stage costs, sum of squared
      * layer counts) with every stage <= M; from[s][i]: where the last of those
      * s stages starts. Scanning j downward and replacing only on a strict
-     * improvement keeps the largest j, i.e. the shortest last stage (rule 3). */
+     * improvement keeps the largest j, i.e. the shortest last stage (rule 3).
+     * A j outside the previous band cannot lead to the end with every stage <= M. */
     for (int64_t s = 1; s <= S; s++)
-        for (int64_t i = s; i <= n - (S - s); i++) {
+        for (int64_t i = lo[s]; i <= hi[s]; i++) {
             double seg = 0.0, b = INFINITY, bn = INFINITY;
             int64_t arg = -1;
-            for (int64_t j = i - 1; j >= s - 1; j--) {
-                seg += layer_cost[j];
+            for (int64_t j = i - 1; j >= lo[s - 1]; j--) {
+                seg += c[j];
                 if (seg > M)
                     break;
-                const double prev = sq[(s - 1) * W + j];
+                if (j > hi[s - 1])
+                    continue;
+                const size_t pj = (size_t)(off[s - 1] + (j - lo[s - 1]));
+                const double prev = sq[pj];
                 if (prev == INFINITY)
                     continue;
                 const double v = prev + seg * seg;
-                const double vn = sqn[(s - 1) * W + j] + (double)(i - j) * (double)(i - j);
+                const double vn = sqn[pj] + (double)(i - j) * (double)(i - j);
                 const int tie = b < INFINITY && fabs(v - b) <= SQ_TIE * b;
                 if (b == INFINITY || (!tie && v < b) || (tie && vn < bn)) {
                     b = v;
@@ -245,16 +377,17 @@ fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int st
                     arg = j;
                 }
             }
-            sq[s * W + i] = b;
-            sqn[s * W + i] = bn;
-            from[s * W + i] = arg;
+            const size_t pi = (size_t)(off[s] + (i - lo[s]));
+            sq[pi] = b;
+            sqn[pi] = bn;
+            from[pi] = arg;
         }
 
     int64_t i = n;
     bounds[S] = n;
     for (int64_t s = S; s >= 1; s--) {
-        const int64_t j = from[s * W + i];
-        if (j < s - 1 || j >= i) {
+        const int64_t j = i >= lo[s] && i <= hi[s] ? from[off[s] + (i - lo[s])] : -1;
+        if (j < lo[s - 1] || j > hi[s - 1] || j >= i) {
             st = FPTQ_FAIL(FPTQ_ERR_INTERNAL, "stage plan: no partition of %lld layers into %d stages "
                            "within the optimal cost %g", (long long)n, stages, M);
             goto done;
@@ -266,7 +399,10 @@ fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int st
                         : FPTQ_FAIL(FPTQ_ERR_INTERNAL, "stage plan: first stage starts at layer %lld",
                                     (long long)bounds[0]);
 done:
-    free(best);
+    free(lo);
+    free(hi);
+    free(first);
+    free(off);
     free(sq);
     free(sqn);
     free(from);

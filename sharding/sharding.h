@@ -48,6 +48,9 @@ double shard_layer_cost(const llama_config *c, int64_t tokens);
  * the tie rules documented in sharding.c (equal costs: the first stages get
  * the extra layer, as in shard_split_range). */
 fptq_status shard_plan_stages(const double *layer_cost, int64_t n_layers, int stages, int64_t *bounds);
+/* The same without the O(n) shortcuts (equal costs, one stage, a layer per
+ * stage), for the tests; costs are not checked. */
+fptq_status shard_plan_stages_general(const double *layer_cost, int64_t n_layers, int stages, int64_t *bounds);
 
 /* Output rows of a group of linears that share an input (q/k/v: rows
  * {q_dim, kv_dim, kv_dim}) split over `members` ranks: the rows of all

@@ -6,6 +6,8 @@
 #define _POSIX_C_SOURCE 200809L
 #include "badfiles.h"
 
+#include "../common/fileio.h"
+
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
@@ -14,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 #define PATH_CAP 4096
 #define SHARD1 "model-00001-of-00002.safetensors"
@@ -312,6 +315,10 @@ HEADER_CASE(w_duplicate_name,
             "{" ENTRY("w", "\"F32\"", "[4,4]", "[0,64]") ","
                 ENTRY("w", "\"F32\"", "[4,4]", "[64,128]") "}", 128)
 
+/* the second "dtype" is the one Python's json would keep */
+HEADER_CASE(w_header_duplicate_key,
+            "{\"w\":{\"dtype\":\"F32\",\"dtype\":\"F16\",\"shape\":[4,4],\"data_offsets\":[0,64]}}", 64)
+
 static fptq_status w_no_weights(const char *good, const char *dir)
 {
     return copy_config(good, dir);
@@ -367,6 +374,27 @@ static fptq_status w_index_duplicate_tensor(const char *good, const char *dir)
 static fptq_status w_index_not_json(const char *good, const char *dir)
 {
     return sharded(good, dir, "{\"weight_map\": {\"a\": \"" SHARD1 "\",", SMALL_A, 64, NULL, 0);
+}
+
+/* fptq read the first weight_map, Python's json the second */
+static fptq_status w_index_duplicate_key(const char *good, const char *dir)
+{
+    return sharded(good, dir,
+                   "{\"weight_map\": {\"a\": \"" SHARD1 "\"}, \"weight_map\": {\"a\": \"" SHARD1 "\", \"b\": \""
+                   SHARD2 "\"}}",
+                   SMALL_A, 64, NULL, 0);
+}
+
+/* A sparse index one byte over the JSON cap: refused by its size, before
+ * anything is read (a 2 GB one once took 2.3 GB of memory to refuse). */
+static fptq_status w_index_too_big(const char *good, const char *dir)
+{
+    FPTQ_TRY(sharded(good, dir, "{}", SMALL_A, 64, NULL, 0));
+    char path[PATH_CAP];
+    FPTQ_TRY(make_path(path, dir, "model.safetensors.index.json"));
+    if (truncate(path, (off_t)(FPTQ_JSON_MAX_BYTES + 1)) != 0)
+        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot extend %s: %s", path, strerror(errno));
+    return FPTQ_OK;
 }
 
 /* ---- tokens and config ------------------------------------------------------------ */
@@ -434,6 +462,125 @@ static fptq_status w_config_gpt2(const char *good, const char *dir)
     return FPTQ_OK;
 }
 
+/* The good config.json with `edits` (a JSON object) applied, and the real weights. */
+static fptq_status edited_config(const char *good, const char *dir, const char *edits)
+{
+    char src[PATH_CAP];
+    unsigned char *text;
+    size_t n;
+    FPTQ_TRY(make_path(src, good, "config.json"));
+    FPTQ_TRY(read_file(src, &text, &n));
+    cJSON *root = cJSON_ParseWithLength((const char *)text, n);
+    free(text);
+    cJSON *ed = cJSON_Parse(edits);
+    fptq_status st = FPTQ_OK;
+    if (!cJSON_IsObject(root) || !cJSON_IsObject(ed)) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s or the edits %s: not a JSON object", src, edits);
+        goto out;
+    }
+    for (cJSON *it = ed->child; it; it = it->next)
+        cJSON_ReplaceItemInObjectCaseSensitive(root, it->string, cJSON_Duplicate(it, 1));
+    FPTQ_TRY_GOTO(write_json(dir, "config.json", root), st, out);
+    FPTQ_TRY_GOTO(copy_in(good, dir, "model.safetensors"), st, out);
+out:
+    cJSON_Delete(ed);
+    cJSON_Delete(root);
+    return st;
+}
+
+/* heads x head_dim = 406961350020066 x 90656 wraps modulo 2^64 to a small
+ * number: it passed every check and crashed eval and quantize (SIGSEGV) */
+static fptq_status w_config_heads_wrap(const char *good, const char *dir)
+{
+    return edited_config(good, dir,
+                         "{\"num_attention_heads\": 406961350020066, \"num_key_value_heads\": 203480675010033,"
+                         " \"head_dim\": 90656}");
+}
+
+/* one more than the checkpoint holds */
+static fptq_status w_config_too_many_layers(const char *good, const char *dir)
+{
+    return edited_config(good, dir, "{\"num_hidden_layers\": 65537}");
+}
+
+/* the real config with a second num_hidden_layers at the end: fptq kept the
+ * first (5) and ran; transformers would build a 3-layer model */
+static fptq_status w_config_duplicate_key(const char *good, const char *dir)
+{
+    char src[PATH_CAP];
+    unsigned char *text;
+    size_t n;
+    FPTQ_TRY(make_path(src, good, "config.json"));
+    FPTQ_TRY(read_file(src, &text, &n));
+    while (n > 0 && text[n - 1] != '}')
+        n--;
+    if (n == 0) {
+        free(text);
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: no closing brace", src);
+    }
+    static const char tail[] = ",\n  \"num_hidden_layers\": 3\n}\n";
+    unsigned char *out;
+    fptq_status st = fptq_calloc(n + sizeof tail, 1, "config text", &out);
+    if (st == FPTQ_OK) {
+        memcpy(out, text, n - 1);
+        memcpy(out + n - 1, tail, sizeof tail - 1);
+        st = write_in(dir, "config.json", out, n - 1 + sizeof tail - 1);
+        free(out);
+    }
+    free(text);
+    FPTQ_TRY(st);
+    FPTQ_TRY(copy_in(good, dir, "model.safetensors"));
+    return FPTQ_OK;
+}
+
+/* The good model with one row of the (tied) embedding set to NaN, as a
+ * damaged checkpoint would have: every logit row then holds a NaN. */
+static fptq_status w_nan_embedding(const char *good, const char *dir)
+{
+    char src[PATH_CAP];
+    unsigned char *in = NULL;
+    size_t n = 0;
+    cJSON *root = NULL;
+    fptq_status st = FPTQ_OK;
+    FPTQ_TRY(copy_config(good, dir));
+    FPTQ_TRY(make_path(src, good, "model.safetensors"));
+    FPTQ_TRY(read_file(src, &in, &n));
+    uint64_t hlen = 0;
+    for (int i = 7; n >= 8 && i >= 0; i--)
+        hlen = (hlen << 8) | in[i];
+    if (n < 8 || hlen > n - 8) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: not a safetensors file", src);
+        goto out;
+    }
+    root = cJSON_ParseWithLength((const char *)in + 8, (size_t)hlen);
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(root, "model.embed_tokens.weight");
+    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(e, "dtype");
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(e, "shape");
+    const cJSON *off = cJSON_GetObjectItemCaseSensitive(e, "data_offsets");
+    if (!cJSON_IsString(dt) || strcmp(dt->valuestring, "F32") != 0 || cJSON_GetArraySize(shape) != 2 ||
+        cJSON_GetArraySize(off) != 2) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: expected an F32 [vocab, hidden] model.embed_tokens.weight", src);
+        goto out;
+    }
+    const uint64_t rows = (uint64_t)cJSON_GetArrayItem(shape, 0)->valuedouble;
+    const uint64_t hidden = (uint64_t)cJSON_GetArrayItem(shape, 1)->valuedouble;
+    const uint64_t begin = (uint64_t)cJSON_GetArrayItem(off, 0)->valuedouble;
+    const uint64_t row = 7;
+    if (rows <= row || begin + (row + 1) * hidden * 4 > n - 8 - hlen) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: model.embed_tokens.weight is too small", src);
+        goto out;
+    }
+    unsigned char *p = in + 8 + hlen + begin + row * hidden * 4;
+    static const unsigned char quiet_nan[4] = {0x00, 0x00, 0xc0, 0x7f}; /* little-endian */
+    for (uint64_t i = 0; i < hidden; i++)
+        memcpy(p + 4 * i, quiet_nan, 4);
+    FPTQ_TRY_GOTO(write_in(dir, "model.safetensors", in, n), st, out);
+out:
+    cJSON_Delete(root);
+    free(in);
+    return st;
+}
+
 /* ---- the table -------------------------------------------------------------------- */
 
 #define MODEL_CASE(name, expect, fn) \
@@ -460,12 +607,16 @@ static const badfile_case cases[] = {
     MODEL_CASE("size_mismatch", "does not match", w_size_mismatch),
     MODEL_CASE("overlap", "overlap", w_overlap),
     MODEL_CASE("duplicate_name", "duplicate", w_duplicate_name),
+    MODEL_CASE("header_duplicate_key", "duplicate key \"dtype\"", w_header_duplicate_key),
     MODEL_CASE("no_weights", "model.safetensors.index.json", w_no_weights),
     MODEL_CASE("index_not_json", "not valid JSON", w_index_not_json),
     MODEL_CASE("index_bad_shard_name", "plain file name", w_index_bad_shard_name),
     MODEL_CASE("index_missing_shard", "is missing", w_index_missing_shard),
     MODEL_CASE("index_tensor_absent", "missing from shard", w_index_tensor_absent),
     MODEL_CASE("index_duplicate_tensor", "duplicate", w_index_duplicate_tensor),
+    MODEL_CASE("index_duplicate_key", "duplicate key \"weight_map\"", w_index_duplicate_key),
+    /* FPTQ_JSON_MAX_BYTES + 1 */
+    MODEL_CASE("index_too_big", "67108865 bytes", w_index_too_big),
     {"missing_tensor", BADFILE_MODEL, {"missing from model", NULL}, BADFILE_AT_GET, UP_PROJ, 0,
      {0, 0}, w_missing_tensor},
     {"wrong_shape", BADFILE_MODEL, {"expected", NULL}, BADFILE_AT_READ, UP_PROJ, 2, {172, 64},
@@ -475,6 +626,15 @@ static const badfile_case cases[] = {
     /* matched case-insensitively, so "gpt2" also finds "GPT2LMHeadModel" */
     {"config_gpt2", BADFILE_CONFIG, {"gpt2", NULL}, BADFILE_AT_OPEN, NULL, 0, {0, 0},
      w_config_gpt2},
+    {"config_heads_wrap", BADFILE_CONFIG, {"num_attention_heads 406961350020066", "at most 2048"},
+     BADFILE_AT_OPEN, NULL, 0, {0, 0}, w_config_heads_wrap},
+    {"config_too_many_layers", BADFILE_CONFIG, {"num_hidden_layers 65537", "at most 65536"},
+     BADFILE_AT_OPEN, NULL, 0, {0, 0}, w_config_too_many_layers},
+    {"config_duplicate_key", BADFILE_CONFIG, {"duplicate key \"num_hidden_layers\"", NULL},
+     BADFILE_AT_OPEN, NULL, 0, {0, 0}, w_config_duplicate_key},
+    /* a non-finite loss is an error, not a prediction left out */
+    {"nan_embedding", BADFILE_WEIGHTS, {"window 0", "position 0"}, BADFILE_AT_OPEN, NULL, 0, {0, 0},
+     w_nan_embedding},
 };
 
 const badfile_case *badfiles_cases(size_t *n)
@@ -497,6 +657,7 @@ const char *badfile_kind_name(badfile_kind k)
     case BADFILE_MODEL: return "model";
     case BADFILE_TOKENS: return "tokens";
     case BADFILE_CONFIG: return "config";
+    case BADFILE_WEIGHTS: return "weights";
     }
     return "?";
 }

@@ -11,7 +11,8 @@
 typedef enum badfile_kind {
     BADFILE_MODEL,   /* CASE_DIR is a model directory (config.json is good) */
     BADFILE_TOKENS,  /* CASE_DIR/BADFILE_TOKENS_NAME is the token file */
-    BADFILE_CONFIG   /* CASE_DIR is a model directory with a bad config.json */
+    BADFILE_CONFIG,  /* CASE_DIR is a model directory with a bad config.json */
+    BADFILE_WEIGHTS  /* CASE_DIR is a model directory that opens, whose values make eval fail */
 } badfile_kind;
 
 /* For model cases: which reader call is expected to fail. */
@@ -41,7 +42,7 @@ typedef struct badfile_case {
 
 const badfile_case *badfiles_cases(size_t *n);
 const badfile_case *badfiles_find(const char *name);  /* NULL if unknown */
-const char *badfile_kind_name(badfile_kind k);        /* "model", "tokens", "config" */
+const char *badfile_kind_name(badfile_kind k);        /* "model", "tokens", "config", "weights" */
 
 /* Creates case_dir (its parent must exist; an existing empty one is fine)
  * and writes the case into it. */

@@ -32,7 +32,7 @@ while IFS=$'\t' read -r -a fields; do
     expects=("${fields[@]:2}")
     dir=$work/cases/$name
     case $kind in
-        model|config) model=$dir; tokens=$GOOD_TOKENS ;;
+        model|config|weights) model=$dir; tokens=$GOOD_TOKENS ;;
         tokens) model=$GOOD_MODEL; tokens=$dir/tokens.npy ;;
         *) echo "FAIL $name: unknown kind '$kind'"; failed=$((failed + 1)); continue ;;
     esac
@@ -71,6 +71,49 @@ while IFS=$'\t' read -r -a fields; do
         failed=$((failed + 1))
     fi
 done <"$work/cases.tsv"
+
+# A FIFO in place of any input file: refused at once (the file is opened
+# O_NONBLOCK and checked before it is read), never a reader waiting for a
+# writer. Each run is under timeout, so a regression fails instead of hanging.
+fifo_case() { # name, tokens file; the case directory $work/fifo/NAME is ready
+    local name=$1 tok=$2 dir=$work/fifo/$1
+    timeout 20 "$FPTQ" eval --model "$dir" --tokens "$tok" --seqlen 16 --windows 1 --start 0 \
+        >"$work/$name.out" 2>"$work/$name.err" </dev/null
+    local rc=$? err reason=""
+    err=$(cat "$work/$name.err")
+    if [ $rc -eq 0 ]; then
+        reason="exit status 0"
+    elif [ $rc -eq 124 ]; then
+        reason="timed out (blocked on the FIFO)"
+    elif [ $rc -ge 128 ]; then
+        reason="killed by signal $((rc - 128))"
+    elif ! grep -qF "FIFO" <<<"$err" || ! grep -qF -- "$name" <<<"$err"; then
+        reason="stderr does not say that $name is a FIFO"
+    fi
+    if [ -z "$reason" ]; then
+        echo "ok $name"
+        passed=$((passed + 1))
+    else
+        echo "FAIL $name: $reason; stderr: $(head -c 600 <<<"$err" | tr '\n' ' ')"
+        failed=$((failed + 1))
+    fi
+}
+mkdir -p "$work/fifo"
+for f in fifo_config fifo_weights fifo_index fifo_shard fifo_tokens; do mkdir "$work/fifo/$f"; done
+mkfifo "$work/fifo/fifo_config/config.json"
+cp "$GOOD_MODEL/model.safetensors" "$work/fifo/fifo_config/"
+cp "$GOOD_MODEL/config.json" "$work/fifo/fifo_weights/"
+mkfifo "$work/fifo/fifo_weights/model.safetensors"
+cp "$GOOD_MODEL/config.json" "$work/fifo/fifo_index/"
+mkfifo "$work/fifo/fifo_index/model.safetensors.index.json"
+cp "$GOOD_MODEL/config.json" "$work/fifo/fifo_shard/"
+echo '{"weight_map": {"model.embed_tokens.weight": "model-00001-of-00001.safetensors"}}' \
+    >"$work/fifo/fifo_shard/model.safetensors.index.json"
+mkfifo "$work/fifo/fifo_shard/model-00001-of-00001.safetensors"
+mkfifo "$work/fifo/fifo_tokens/tokens.npy"
+for f in fifo_config fifo_weights fifo_index fifo_shard; do fifo_case "$f" "$GOOD_TOKENS"; done
+cp -r "$GOOD_MODEL/." "$work/fifo/fifo_tokens/"
+fifo_case fifo_tokens "$work/fifo/fifo_tokens/tokens.npy"
 
 if [ $((passed + failed)) -eq 0 ]; then
     echo "FAIL make_badfiles listed no cases"

@@ -173,4 +173,50 @@ assert c["samples_per_rank_max"] == 13 and c["samples_per_rank_min"] == 12, c
 ' "$tmp/out" && ok=0
 check "uneven split: 100 samples over 8 ranks -> 13 at most" $ok "$(detail)"
 
+# ---- hostile configs (issue 14): refused by name, never a crash or a hang ------
+# a copy of $tmp/small.json with FIELD=VALUE edits (values as JSON text)
+edited() { # out, field=value...
+    local out=$1
+    shift
+    python3 - "$tmp/small.json" "$out" "$@" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+for kv in sys.argv[3:]:
+    k, v = kv.split("=", 1)
+    c[k] = json.loads(v)
+json.dump(c, open(sys.argv[2], "w"))
+PY
+}
+clean_fail() { [ $rc -ne 0 ] && [ $rc -lt 124 ]; } # non-zero, no signal, no timeout
+# heads x head_dim wraps modulo 2^64 and once passed every check
+edited "$tmp/wrap.json" num_attention_heads=406961350020066 num_key_value_heads=203480675010033 head_dim=90656
+run plan --config "$tmp/wrap.json" --nodes 1 --gpus-per-node 1
+clean_fail && grep -q "num_attention_heads 406961350020066" "$tmp/err" && grep -q "at most 2048" "$tmp/err"
+check "wrapping heads x head_dim refused, naming the field and the bound" $? "$(detail)"
+edited "$tmp/pow40.json" num_attention_heads=1099511627776 num_key_value_heads=1099511627776 head_dim=1099511627776
+run plan --config "$tmp/pow40.json" --nodes 1 --gpus-per-node 1
+clean_fail && grep -q "num_attention_heads 1099511627776" "$tmp/err"
+check "heads = head_dim = 2^40 refused (was exit 0 with a nonsense plan)" $? "$(detail)"
+# the checkpoint's cap on layers: 65,536 plans (in O(n)), 65,537 is refused by name
+edited "$tmp/l65536.json" num_hidden_layers=65536
+timeout 300 "$fptq" plan --config "$tmp/l65536.json" --nodes 8 --gpus-per-node 2 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+[ $rc -eq 0 ] && grep -q "\[57344, 65536)" "$tmp/out"
+check "65,536 layers on 8 stages: planned" $? "$(detail)"
+edited "$tmp/l65537.json" num_hidden_layers=65537
+run plan --config "$tmp/l65537.json" --nodes 1 --gpus-per-node 1
+clean_fail && grep -q "num_hidden_layers 65537" "$tmp/err" && grep -q "at most 65536" "$tmp/err"
+check "65,537 layers refused, naming num_hidden_layers and the cap" $? "$(detail)"
+# Python's json keeps the last of two equal keys, fptq kept the first
+sed 's/"hidden_size": 64,/"hidden_size": 64, "hidden_size": 128,/' "$tmp/small.json" >"$tmp/dup.json"
+run plan --config "$tmp/dup.json" --nodes 1 --gpus-per-node 1
+clean_fail && grep -q 'duplicate key "hidden_size"' "$tmp/err"
+check "a duplicate key in config.json is refused, naming it" $? "$(detail)"
+# a FIFO in place of config.json: refused at once, not a reader waiting for a writer
+mkfifo "$tmp/fifo.json"
+timeout 20 "$fptq" plan --config "$tmp/fifo.json" --nodes 1 --gpus-per-node 1 >"$tmp/out" 2>"$tmp/err" </dev/null
+rc=$?
+clean_fail && grep -q "fifo.json" "$tmp/err" && grep -q "FIFO" "$tmp/err"
+check "a FIFO as config.json is refused (no hang)" $? "$(detail)"
+
 finish

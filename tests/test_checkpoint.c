@@ -20,6 +20,10 @@
 
 #include "common/sha256.h"
 #include "io/checkpoint.h"
+#include "io/export.h"
+#include "worker/model.h"
+
+#include <cjson/cJSON.h>
 
 #define HIDDEN 64
 #define INTER 172   /* not a multiple of 32: down_proj has a ragged last group */
@@ -625,6 +629,44 @@ static void test_open_not_a_checkpoint(void **state)
     EXPECT_ERROR(ckpt_open(dir, &c), FPTQ_ERR_FORMAT, "index.h5");
 }
 
+/* The checkpoint stores config.json and the model parses it again with the
+ * same parser: sizes whose products wrap (issue 14) are refused there too,
+ * naming index.h5, instead of crashing eval --checkpoint later. */
+static void test_config_in_index_is_bounded(void **state)
+{
+    (void)state;
+    FILE *f = fopen(FPTQ_EXAMPLES "/stories260K/config.json", "rb");
+    assert_non_null(f);
+    char text[4096];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    cJSON *cfg = cJSON_Parse(text);
+    assert_non_null(cfg);
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "num_attention_heads", cJSON_CreateNumber(406961350020066.0));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "num_key_value_heads", cJSON_CreateNumber(203480675010033.0));
+    cJSON_ReplaceItemInObjectCaseSensitive(cfg, "head_dim", cJSON_CreateNumber(90656.0));
+    char *json = cJSON_PrintUnformatted(cfg);
+    cJSON_Delete(cfg);
+    assert_non_null(json);
+    const ckpt_meta meta = {json, META.recipe_json, META.provenance_json, 5};
+    const char *dir = tpath("wrapping-heads");
+    ckpt *c;
+    assert_int_equal(ckpt_create(dir, &meta, &c), FPTQ_OK);
+    ckpt_close(c);
+    fptq_model m;
+    EXPECT_ERROR2(fptq_model_open_checkpoint(dir, &m), FPTQ_ERR_FORMAT, "index.h5 (config)",
+                  "num_attention_heads 406961350020066");
+    /* export parses it with the same parser (and once wrote it out) */
+    const export_opts eo = {0};
+    export_result er;
+    EXPECT_ERROR2(fptq_export(dir, tpath("wrapping-heads-export"), &eo, &er), FPTQ_ERR_FORMAT,
+                  "index.h5 (config)", "num_attention_heads 406961350020066");
+    struct stat sb;
+    assert_int_equal(stat(tpath("wrapping-heads-export"), &sb), -1);
+    free(json);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -640,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_leftover_tmp),
         cmocka_unit_test(test_rejects_bad_layer),
         cmocka_unit_test(test_open_not_a_checkpoint),
+        cmocka_unit_test(test_config_in_index_is_bounded),
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

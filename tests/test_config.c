@@ -377,6 +377,111 @@ static void test_refuse_wrong_types(void **state)
            NULL);
 }
 
+/* ---- bounds on sizes (issue 14, item 1) ----------------------------------- */
+
+/* Sizes whose products wrap modulo 2^64 once passed every check and crashed
+ * the forward pass; every size that later sizes a buffer or a loop is bounded. */
+static void test_refuse_huge_sizes(void **state)
+{
+    (void)state;
+    /* heads * head_dim = 406961350020066 * 90656 wraps to a small number */
+    REFUSE("wrap.json",
+           "{\"num_attention_heads\": 406961350020066, \"num_key_value_heads\": 203480675010033,"
+           " \"head_dim\": 90656}",
+           FPTQ_ERR_FORMAT, "num_attention_heads 406961350020066", "at most 2048");
+    REFUSE("pow40.json",
+           "{\"num_attention_heads\": 1099511627776, \"num_key_value_heads\": 1099511627776,"
+           " \"head_dim\": 1099511627776}",
+           FPTQ_ERR_FORMAT, "num_attention_heads", "at most");
+    REFUSE("headdim.json", "{\"head_dim\": 8192}", FPTQ_ERR_FORMAT, "head_dim 8192", "at most 4096");
+    REFUSE("hidden.json", "{\"hidden_size\": 1099511627776}", FPTQ_ERR_FORMAT, "hidden_size",
+           "at most 262144");
+    REFUSE("inter.json", "{\"intermediate_size\": 4194304}", FPTQ_ERR_FORMAT, "intermediate_size",
+           "at most 1048576");
+    REFUSE("vocab.json", "{\"vocab_size\": 2147483647}", FPTQ_ERR_FORMAT, "vocab_size", "at most 4194304");
+    REFUSE("ctx.json", "{\"max_position_embeddings\": 4503599627370496}", FPTQ_ERR_FORMAT,
+           "max_position_embeddings", "at most 268435456");
+    /* each within its bound, the products not */
+    REFUSE("hxi.json", "{\"hidden_size\": 262144, \"intermediate_size\": 1048576, \"num_attention_heads\": 1024,"
+           " \"num_key_value_heads\": 1024, \"head_dim\": 256}",
+           FPTQ_ERR_FORMAT, "hidden_size x intermediate_size", "at most");
+    REFUSE("vxh.json", "{\"hidden_size\": 262144, \"vocab_size\": 4194304, \"num_attention_heads\": 64,"
+           " \"num_key_value_heads\": 64, \"head_dim\": 256}",
+           FPTQ_ERR_FORMAT, "vocab_size x hidden_size", "at most");
+    REFUSE("hxq.json", "{\"hidden_size\": 262144, \"num_attention_heads\": 1024, \"num_key_value_heads\": 1024,"
+           " \"head_dim\": 256}",
+           FPTQ_ERR_FORMAT, "hidden_size x num_attention_heads x head_dim", "at most");
+    REFUSE("qdim.json", "{\"num_attention_heads\": 2048, \"num_key_value_heads\": 2048, \"head_dim\": 4096}",
+           FPTQ_ERR_FORMAT, "num_attention_heads x head_dim", "at most");
+    REFUSE("window.json", "{\"model_type\": \"mistral\", \"architectures\": [\"MistralForCausalLM\"],"
+           " \"sliding_window\": 4503599627370496}",
+           FPTQ_ERR_FORMAT, "sliding_window", "at most");
+}
+
+/* num_hidden_layers is capped where the checkpoint caps it (issue 14, item 5). */
+static void test_layers_cap(void **state)
+{
+    (void)state;
+    llama_config c;
+    char edit[96];
+    snprintf(edit, sizeof edit, "{\"num_hidden_layers\": %d}", 65536);
+    fptq_clear_error();
+    assert_int_equal(parse_edited(LLAMA_BASE, edit, "max-layers.json", &c), FPTQ_OK);
+    assert_int_equal(c.num_hidden_layers, 65536);
+    REFUSE("too-many-layers.json", "{\"num_hidden_layers\": 65537}", FPTQ_ERR_FORMAT,
+           "num_hidden_layers 65537", "at most 65536");
+    REFUSE("1e8-layers.json", "{\"num_hidden_layers\": 100000000}", FPTQ_ERR_FORMAT,
+           "num_hidden_layers", "at most 65536");
+}
+
+/* ---- duplicate keys (issue 14, item 8) --------------------------------------- */
+
+/* Python's json keeps the last of two equal keys, cJSON finds the first: the
+ * model Hugging Face builds would not be the one fptq quantizes. */
+static void test_refuse_duplicate_keys(void **state)
+{
+    (void)state;
+    llama_config c;
+    fptq_clear_error();
+    assert_int_equal(llama_config_parse("{\"model_type\": \"llama\", \"hidden_size\": 64, \"hidden_size\": 128}",
+                                        "dup-top.json", &c),
+                     FPTQ_ERR_FORMAT);
+    assert_msg_has("dup-top.json");
+    assert_msg_has("duplicate key \"hidden_size\"");
+
+    char *text = NULL;
+    cJSON *root = cJSON_Parse(LLAMA_BASE);
+    assert_non_null(root);
+    char *base = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    assert_non_null(base);
+    size_t n = strlen(base);
+    const char *tail = ", \"rope_scaling\": {\"rope_type\": \"llama3\", \"factor\": 8, \"low_freq_factor\": 1,"
+                       " \"high_freq_factor\": 4, \"factor\": 2, \"original_max_position_embeddings\": 8192}}";
+    text = malloc(n + strlen(tail) + 1);
+    assert_non_null(text);
+    memcpy(text, base, n - 1);  /* without the closing brace */
+    strcpy(text + n - 1, tail);
+    free(base);
+    fptq_clear_error();
+    assert_int_equal(llama_config_parse(text, "dup-nested.json", &c), FPTQ_ERR_FORMAT);
+    free(text);
+    assert_msg_has("dup-nested.json");
+    assert_msg_has("duplicate key \"factor\"");
+    assert_msg_has("rope_scaling.factor");
+
+    /* inside an array: the path names the index */
+    fptq_clear_error();
+    assert_int_equal(llama_config_parse("{\"x\": [1, {\"a\": 1, \"a\": 2}]}", "dup-array.json", &c),
+                     FPTQ_ERR_FORMAT);
+    assert_msg_has("x[1].a");
+    /* equal names in different objects are fine */
+    fptq_clear_error();
+    assert_int_equal(llama_config_parse("{\"a\": {\"b\": 1}, \"c\": {\"b\": 2}, \"b\": 3}", "nodup.json", &c),
+                     FPTQ_ERR_FORMAT);
+    assert_true(strstr(fptq_last_error(), "duplicate") == NULL);
+}
+
 static void test_bad_json_and_files(void **state)
 {
     (void)state;
@@ -421,6 +526,9 @@ int main(void)
         cmocka_unit_test(test_refuse_missing_hidden_size),
         cmocka_unit_test(test_refuse_wrong_types),
         cmocka_unit_test(test_bad_json_and_files),
+        cmocka_unit_test(test_refuse_huge_sizes),
+        cmocka_unit_test(test_layers_cap),
+        cmocka_unit_test(test_refuse_duplicate_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

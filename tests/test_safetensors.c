@@ -506,7 +506,8 @@ static void run_bad_case(const char *name)
     X(offsets_reversed) X(offsets_negative) X(size_mismatch) X(overlap)                 \
     X(duplicate_name) X(no_weights) X(index_not_json) X(index_bad_shard_name)           \
     X(index_missing_shard) X(index_tensor_absent) X(index_duplicate_tensor)             \
-    X(missing_tensor) X(wrong_shape)
+    X(missing_tensor) X(wrong_shape) X(header_duplicate_key) X(index_duplicate_key)     \
+    X(index_too_big)
 
 #define DEFINE_BAD_TEST(name) \
     static void test_bad_##name(void **state) { (void)state; run_bad_case(#name); }

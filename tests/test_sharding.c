@@ -264,7 +264,81 @@ static void test_plan_stages_equal_costs(void **state)
             assert_int_equal(bounds[s], b);
             assert_int_equal(bounds[s + 1], e);
         }
+        /* the general path, which the shortcut skips, picks the same */
+        int64_t general[127];
+        assert_int_equal(shard_plan_stages_general(cost, 126, S, general), FPTQ_OK);
+        for (int s = 0; s <= S; s++)
+            assert_int_equal(general[s], bounds[s]);
     }
+}
+
+/* The largest model config.json allows (FPTQ_MAX_LAYERS): equal costs are
+ * planned in O(n), so this finishes at once (it took O(S n^2) before). */
+static void test_plan_stages_many_layers(void **state)
+{
+    (void)state;
+    const int64_t n = FPTQ_MAX_LAYERS;
+    double *cost = calloc((size_t)n, sizeof *cost);
+    int64_t *bounds = calloc((size_t)n + 1, sizeof *bounds);
+    assert_non_null(cost);
+    assert_non_null(bounds);
+    for (int64_t l = 0; l < n; l++)
+        cost[l] = 6.9e14 + 1.0 / 3.0;
+    const int stage_counts[] = {1, 2, 3, 64, 4096, 65535, 65536};
+    for (size_t k = 0; k < sizeof stage_counts / sizeof stage_counts[0]; k++) {
+        const int S = stage_counts[k];
+        assert_int_equal(shard_plan_stages(cost, n, S, bounds), FPTQ_OK);
+        for (int s = 0; s < S; s++) {
+            int64_t b, e;
+            shard_split_range(n, S, s, &b, &e);
+            assert_int_equal(bounds[s], b);
+            assert_int_equal(bounds[s + 1], e);
+        }
+    }
+    free(cost);
+    free(bounds);
+}
+
+/* Uneven costs over the most layers: the general path (bisection for the
+ * largest stage cost, then the bands) finishes at once where the old dynamic
+ * program over every (stage, layer) took O(S n^2); its plan is no worse than
+ * the even split by layer count. */
+static void test_plan_stages_many_uneven_layers(void **state)
+{
+    (void)state;
+    const int64_t n = FPTQ_MAX_LAYERS;
+    double *cost = calloc((size_t)n, sizeof *cost);
+    int64_t *bounds = calloc((size_t)n + 1, sizeof *bounds);
+    assert_non_null(cost);
+    assert_non_null(bounds);
+    uint32_t seed = 99;
+    for (int64_t l = 0; l < n; l++) {
+        seed = seed * 1664525u + 1013904223u;
+        cost[l] = 1.0 + (double)((seed >> 8) % 100) / 1000.0;
+    }
+    const int stage_counts[] = {2, 7, 64, 4096};
+    for (size_t k = 0; k < sizeof stage_counts / sizeof stage_counts[0]; k++) {
+        const int S = stage_counts[k];
+        assert_int_equal(shard_plan_stages(cost, n, S, bounds), FPTQ_OK);
+        double worst = 0.0, worst_even = 0.0;
+        assert_int_equal(bounds[0], 0);
+        assert_int_equal(bounds[S], n);
+        for (int s = 0; s < S; s++) {
+            assert_true(bounds[s] < bounds[s + 1]);
+            int64_t b, e;
+            shard_split_range(n, S, s, &b, &e);
+            double c1 = 0.0, c2 = 0.0;
+            for (int64_t l = bounds[s + 1] - 1; l >= bounds[s]; l--)
+                c1 += cost[l];
+            for (int64_t l = e - 1; l >= b; l--)
+                c2 += cost[l];
+            worst = c1 > worst ? c1 : worst;
+            worst_even = c2 > worst_even ? c2 : worst_even;
+        }
+        assert_true(worst <= worst_even);
+    }
+    free(cost);
+    free(bounds);
 }
 
 static void test_plan_stages_one_heavy_layer(void **state)
@@ -525,6 +599,8 @@ int main(void)
         cmocka_unit_test(test_grid_default_stages_named),
         cmocka_unit_test(test_plan_stages_matches_brute_force),
         cmocka_unit_test(test_plan_stages_equal_costs),
+        cmocka_unit_test(test_plan_stages_many_layers),
+        cmocka_unit_test(test_plan_stages_many_uneven_layers),
         cmocka_unit_test(test_plan_stages_one_heavy_layer),
         cmocka_unit_test(test_plan_stages_zero_costs),
         cmocka_unit_test(test_plan_stages_errors),

@@ -39,10 +39,23 @@ fptq_status fptq_eval_perplexity(const fptq_backend *be, const fptq_model *m, co
         const int32_t *ids = tokens + o->start + w0 * o->seqlen;
         FPTQ_TRY_GOTO(fptq_forward_nll(be, m, ids, nb, o->seqlen, nll, NULL, o->progress > 1), st, done);
         for (int64_t i = 0; i < nb * o->seqlen; i++) {
-            if (!isnan(nll[i])) {
-                total += nll[i];
-                predicted++;
+            const int64_t window = w0 + i / o->seqlen, pos = i % o->seqlen;
+            if (pos == o->seqlen - 1)
+                continue; /* the last token predicts nothing (its nll is NAN by design) */
+            /* skipping it would report a perplexity over fewer predictions than
+             * the protocol's, of a model that is broken */
+            if (!isfinite(nll[i])) {
+                const int64_t t0w = o->start + window * o->seqlen;
+                st = FPTQ_FAIL(FPTQ_ERR_NUMERIC,
+                               "eval: window %lld (tokens [%lld, %lld)), position %lld: the loss of the next "
+                               "token is %g, not a finite number (non-finite logits: damaged weights or an "
+                               "overflow)",
+                               (long long)window, (long long)t0w, (long long)(t0w + o->seqlen), (long long)pos,
+                               nll[i]);
+                goto done;
             }
+            total += nll[i];
+            predicted++;
         }
         if (o->progress)
             fptq_info("eval: windows %lld/%lld, running ppl %.4f, %.1f s", (long long)(w0 + nb),
