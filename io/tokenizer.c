@@ -16,6 +16,7 @@
 
 #include "../common/fileio.h"
 #include "../common/sha256.h"
+#include "json_util.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -2537,6 +2538,10 @@ static fptq_status load_bos(fptq_tokenizer *t, const char *dir)
         free(buf);
         if (!root)
             return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: not valid JSON", path);
+        if (json_check_unique_keys(root, path) != FPTQ_OK) {
+            cJSON_Delete(root);
+            return fptq_last_status();
+        }
         const cJSON *b = cJSON_GetObjectItemCaseSensitive(root, "bos_token");
         if (b && cJSON_IsObject(b))
             b = cJSON_GetObjectItemCaseSensitive(b, "content");
@@ -2618,6 +2623,9 @@ static fptq_status tokenizer_from_json(const char *name, const char *buf, size_t
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: expected a JSON object", t->path);
         goto fail;
     }
+    /* a key given twice is read one way by serde, another by a reader that
+     * keeps the first: refused, by name */
+    FPTQ_TRY_GOTO(json_check_unique_keys(root, t->path), st, fail);
     {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(root, "version");
         if (v && (!cJSON_IsString(v) || strcmp(v->valuestring, "1.0") != 0)) {

@@ -483,7 +483,11 @@ static void test_refusals(void **state)
     assert_msg_has("id 0 is given to two tokens");
     write_tok(NULL, NULL, "{\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"a\": 1}, \"merges\": []}", NULL, NULL);
     assert_int_equal(load_only(0), FPTQ_ERR_FORMAT);
-    assert_msg_has("token \"a\" appears twice in model.vocab");
+    assert_msg_has("duplicate key \"a\"");
+    write_file("tokenizer.json", "{\"version\": \"1.0\", \"normalizer\": null, \"normalizer\": {\"type\": \"Lowercase\"},"
+                                 " \"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []}}");
+    assert_int_equal(load_only(0), FPTQ_ERR_FORMAT);
+    assert_msg_has("duplicate key \"normalizer\"");
     write_tok(NULL, NULL, "{\"type\": \"BPE\", \"vocab\": {\"a\": -1}, \"merges\": []}", NULL, NULL);
     assert_int_equal(load_only(0), FPTQ_ERR_FORMAT);
     assert_msg_has("model.vocab[\"a\"]: id -1 is not an integer");

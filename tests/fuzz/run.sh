@@ -18,7 +18,7 @@ mkdir -p "$out"
 flags=(-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -I"$src" -DFPTQ_SOURCE_DIR="\"$src\"")
 libs=($(pkg-config --cflags --libs libcjson libpcre2-8 libutf8proc) -lm)
 # the library code each harness needs, compiled into it
-tok_src=("$src/io/tokenizer.c" "$src/io/npy.c" "$src/common/status.c" "$src/common/sha256.c" "$src/common/fileio.c")
+tok_src=("$src/io/tokenizer.c" "$src/io/json_util.c" "$src/io/npy.c" "$src/common/status.c" "$src/common/sha256.c" "$src/common/fileio.c")
 declare -A SOURCES=(
     [fuzz_tokenizer_json]="${tok_src[*]}"
     [fuzz_tokenizer_encode]="${tok_src[*]}"
