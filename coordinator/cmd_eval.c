@@ -32,6 +32,9 @@ static void eval_usage(FILE *f)
             "  --doc-sep STRING   --text: split into documents on STRING (escapes \\n \\t \\r \\\\)\n"
             "  --bos auto|yes|no  text: BOS as the post-processor adds it (auto, default), one per document\n"
             "                     (yes), none (no)\n"
+            "  --reference DIR    also the unquantized model DIR on the same windows: its perplexity, the\n"
+            "                     KL divergence of this model's next-token distribution from its (mean,\n"
+            "                     median, p90, p99, max), top-token agreement, RMS change of p(true token)\n"
             "  --tokenizer DIR    the tokenizer.json of DIR (default: --model DIR, or for a checkpoint the\n"
             "                     model directory it was made from)\n"
             "  --seqlen T         tokens per window (default 2048, capped by the model's context)\n"
@@ -50,7 +53,7 @@ static void eval_usage(FILE *f)
 }
 
 typedef struct eval_args {
-    const char *model, *checkpoint, *tokens, *backend, *tokenizer, *sep_arg;
+    const char *model, *checkpoint, *tokens, *backend, *tokenizer, *sep_arg, *reference;
     fptq_text_source text;
     int64_t seqlen, windows, start, batch;
     int json, verbosity; /* 0 quiet, 1 default, 2 verbose */
@@ -59,7 +62,7 @@ typedef struct eval_args {
 static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
 {
     enum { O_MODEL = 1000, O_CKPT, O_TOKENS, O_SEQLEN, O_WINDOWS, O_START, O_BATCH, O_BACKEND, O_JSON, O_QUIET, O_VERBOSE,
-           O_TEXT, O_JSONL, O_FIELD, O_SEP, O_BOS, O_TOKENIZER };
+           O_TEXT, O_JSONL, O_FIELD, O_SEP, O_BOS, O_TOKENIZER, O_REFERENCE };
     static const struct option opts[] = {
         {"model", required_argument, 0, O_MODEL},     {"tokens", required_argument, 0, O_TOKENS},
         {"checkpoint", required_argument, 0, O_CKPT},
@@ -70,6 +73,7 @@ static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
         {"text", required_argument, 0, O_TEXT},       {"jsonl", required_argument, 0, O_JSONL},
         {"field", required_argument, 0, O_FIELD},     {"doc-sep", required_argument, 0, O_SEP},
         {"bos", required_argument, 0, O_BOS},         {"tokenizer", required_argument, 0, O_TOKENIZER},
+        {"reference", required_argument, 0, O_REFERENCE},
         {"help", no_argument, 0, 'h'},                {0, 0, 0, 0},
     };
     int bos_given = 0;
@@ -97,6 +101,7 @@ static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
         case O_SEP: a->sep_arg = optarg; break;
         case O_BOS: FPTQ_TRY(fptq_bos_policy_parse(optarg, &a->text.bos)); bos_given = 1; break;
         case O_TOKENIZER: a->tokenizer = optarg; break;
+        case O_REFERENCE: a->reference = optarg; break;
         case 'h': *help = 1; return FPTQ_OK;
         default:
             return FPTQ_FAIL(FPTQ_ERR_ARG, "fptq eval: unknown option or missing value '%s' (see fptq eval --help)",
@@ -121,7 +126,8 @@ static fptq_status parse_args(int argc, char **argv, eval_args *a, int *help)
 }
 
 static void print_json(const eval_args *a, const fptq_model *m, const char *backend,
-                       const fptq_eval_result *r, const fptq_text_stats *ts, const char *tok_sha)
+                       const fptq_eval_result *r, const fptq_text_stats *ts, const char *tok_sha,
+                       const fptq_eval_compare_result *c)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, a->model ? "model" : "checkpoint", a->model ? a->model : a->checkpoint);
@@ -144,6 +150,19 @@ static void print_json(const eval_args *a, const fptq_model *m, const char *back
     cJSON_AddNumberToObject(o, "nll", r->nll);
     cJSON_AddNumberToObject(o, "ppl", r->ppl);
     cJSON_AddNumberToObject(o, "seconds", r->seconds);
+    if (c) {
+        cJSON_AddStringToObject(o, "reference", a->reference);
+        cJSON_AddNumberToObject(o, "ref_nll", c->ref.nll);
+        cJSON_AddNumberToObject(o, "ref_ppl", c->ref.ppl);
+        cJSON_AddNumberToObject(o, "kl_mean", c->kl_mean);
+        cJSON_AddNumberToObject(o, "kl_median", c->kl_median);
+        cJSON_AddNumberToObject(o, "kl_p90", c->kl_p90);
+        cJSON_AddNumberToObject(o, "kl_p99", c->kl_p99);
+        cJSON_AddNumberToObject(o, "kl_max", c->kl_max);
+        cJSON_AddNumberToObject(o, "top1_agree", c->top1_agree);
+        cJSON_AddNumberToObject(o, "rms_dp", c->rms_dp);
+        cJSON_AddNumberToObject(o, "mean_dp", c->mean_dp);
+    }
     char *s = cJSON_PrintUnformatted(o);
     if (s)
         printf("%s\n", s);
@@ -195,6 +214,8 @@ int cmd_eval(int argc, char **argv)
     fptq_tokens tok = {0};
     const fptq_backend *be = NULL;
     fptq_eval_result r = {0};
+    fptq_eval_compare_result cmp = {0};
+    fptq_model ref = {0};
     fptq_text_stats ts = {0};
     char tok_dir[4096] = "", tok_sha[65] = "", want_sha[65] = "";
     char *sep = NULL;
@@ -233,16 +254,26 @@ int cmd_eval(int argc, char **argv)
         fptq_info("eval: %s, %lld layers, %lld windows x %lld tokens from %lld, backend %s", m.dir,
                   (long long)m.cfg.num_hidden_layers, (long long)a.windows, (long long)a.seqlen,
                   (long long)a.start, be_name);
-    FPTQ_TRY_GOTO(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), st, done);
+    if (a.reference) {
+        FPTQ_TRY_GOTO(fptq_model_open(a.reference, &ref), st, done);
+        FPTQ_TRY_GOTO(fptq_eval_compare(be, &m, &ref, tok.ids, tok.n_tokens, &o, &cmp), st, done);
+        r = cmp.model;
+    } else
+        FPTQ_TRY_GOTO(fptq_eval_perplexity(be, &m, tok.ids, tok.n_tokens, &o, &r), st, done);
 
     if (a.json)
-        print_json(&a, &m, be->name, &r, &ts, tok_sha);
+        print_json(&a, &m, be->name, &r, &ts, tok_sha, a.reference ? &cmp : NULL);
     else
         printf("windows=%lld W=%lld start=%lld predicted=%lld nll=%.6f ppl=%.6f\n", (long long)a.windows,
                (long long)a.seqlen, (long long)a.start, (long long)r.predicted, r.nll, r.ppl);
+    if (a.reference && !a.json)
+        printf("reference ppl=%.6f | KL divergence mean=%.6f median=%.6f p90=%.6f p99=%.6f max=%.6f | "
+               "same top token %.4f | RMS dp %.6f\n", cmp.ref.ppl, cmp.kl_mean, cmp.kl_median, cmp.kl_p90,
+               cmp.kl_p99, cmp.kl_max, cmp.top1_agree, cmp.rms_dp);
 done:
     free(sep);
     tokens_free(&tok);
+    fptq_model_close(&ref);
     fptq_model_close(&m);
     return cli_report(st);
 }

@@ -71,4 +71,28 @@ else
     echo "skip --backend cuda refusal: a GPU is present"
 fi
 
+# --reference: a model against itself diverges by exactly nothing, and the
+# BF16 copy against the fp32 model by a little (its perplexity moves 0.014%)
+"$fptq" eval --model "$ex/stories260K" --reference "$ex/stories260K" --tokens "$ex/tinystories.tok512.npy" \
+    --seqlen 256 --windows 2 --start 40960 --json --quiet >"$tmp/self.json" 2>"$tmp/err"
+python3 - "$tmp/self.json" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert o["kl_max"] < 1e-9 and o["top1_agree"] == 1 and o["rms_dp"] < 1e-9 and o["ppl"] == o["ref_ppl"], o
+PY
+check "--reference itself: KL 0, same top token everywhere, dp 0" $? "$(cat "$tmp/self.json" "$tmp/err")"
+"$fptq" eval --model "$ex/stories260K-bf16-sharded" --reference "$ex/stories260K" --tokens "$ex/tinystories.tok512.npy" \
+    --seqlen 256 --windows 2 --start 40960 --json --quiet >"$tmp/bf16.json" 2>"$tmp/err"
+python3 - "$tmp/bf16.json" <<'PY'
+import json, sys
+o = json.load(open(sys.argv[1]))
+assert 0 < o["kl_mean"] < 1e-3 and o["kl_median"] <= o["kl_p90"] <= o["kl_p99"] <= o["kl_max"], o
+assert o["top1_agree"] > 0.95 and abs(o["ppl"] / o["ref_ppl"] - 1) < 0.01, o
+PY
+check "--reference BF16 vs fp32: small KL, ordered quantiles, >95% same top token" $? "$(cat "$tmp/bf16.json" "$tmp/err")"
+"$fptq" eval --model "$ex/stories260K" --reference "$tmp/nonexistent" --tokens "$ex/tinystories.tok512.npy" \
+    --seqlen 256 --windows 1 --quiet >"$tmp/out" 2>&1
+rc=$?
+[ $rc -eq 1 ] && grep -q "nonexistent" "$tmp/out"
+check "--reference to a missing directory: exit 1 naming it" $? "rc=$rc $(cat "$tmp/out")"
 finish

@@ -163,6 +163,31 @@ pb=$(echo "$b" | sed -n 's/.* ppl=\([0-9.]*\)$/\1/p')
 check "eval --text == transformers on fptq tokenize's ids to 1e-5 (fptq $pa, transformers $pb)" $? \
     "fptq: $a / transformers: $b $(tail -3 "$tmp/hf_ppl.log")"
 
+# --- eval --reference: KL divergence and the other figures, against numpy on ---------
+# transformers' full logits of the dequantized export and the fp model. Bars:
+# fptq's and transformers' logits agree to ~1e-6 relative, which moves a
+# per-token KL of ~1e-2 by ~1e-6 absolute: mean, median, p90 and max to 1e-3
+# relative, p99 (an interpolation between two ranks) to 1e-2; ppl to 1e-5;
+# top-token agreement within one position in 1020 (a near-tie may flip);
+# RMS dp to 1e-3.
+"$fptq" eval --checkpoint "$tmp/s_w4ch" --reference "$S" --tokens "$tmp/text.npy" --seqlen 256 --windows 4 \
+    --start 40960 --json --quiet >"$tmp/kl_fptq.json" 2>"$tmp/kl_fptq.err"
+"$venv/bin/python" "$here/kl_reference.py" "$tmp/s_w4ch.ref" "$S" "$tmp/text.npy" 256 4 40960 >"$tmp/kl_ref.json" \
+    2>"$tmp/kl_ref.log"
+python3 - "$tmp/kl_fptq.json" "$tmp/kl_ref.json" <<'PY'
+import json, sys
+a, b = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+bars = {"ppl": 1e-5, "ref_ppl": 1e-5, "kl_mean": 1e-3, "kl_median": 1e-3, "kl_p90": 1e-3, "kl_p99": 1e-2,
+        "kl_max": 1e-3, "rms_dp": 1e-3}
+bad = [f"{k}: fptq {a[k]:.9g} numpy {b[k]:.9g}" for k, t in bars.items() if abs(a[k] / b[k] - 1) > t]
+if abs(a["top1_agree"] - b["top1_agree"]) * b["predicted"] > 1.5 or a["predicted"] != b["predicted"]:
+    bad.append(f"top1_agree: fptq {a['top1_agree']} numpy {b['top1_agree']}")
+print("  " + " ".join(f"{k}={a[k]:.6g}/{b[k]:.6g}" for k in bars))
+sys.exit("; ".join(bad))
+PY
+check "eval --reference: KL divergence, top-token agreement, RMS dp == numpy on transformers' logits" $? \
+    "$(cat "$tmp/kl_fptq.err" "$tmp/kl_ref.log" | tail -5)"
+
 # --- the clients --------------------------------------------------------------------
 t0=$(date +%s)
 "$venv/bin/python" "$here/export_client.py" "$cases" >"$tmp/client.log" 2>&1

@@ -456,23 +456,24 @@ done:
     return st;
 }
 
-fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const int32_t *ids,
-                             int64_t n_seq, int64_t seq_len, double *nll, float *logits,
-                             int progress)
+/* Embedding and every decoder layer of n_seq sequences, layer-major, into
+ * *x_out (backend memory, rows x hidden; owned by the caller: be->mem_free,
+ * or free() when it is the host array on a host backend). */
+static fptq_status forward_layers(const fptq_backend *be, const fptq_model *m, const int32_t *ids, int64_t n_seq,
+                                  int64_t seq_len, int progress, float **x_out)
 {
     const llama_config *c = &m->cfg;
     const int64_t rows = n_seq * seq_len;
     const size_t xbytes = (size_t)(rows * c->hidden_size) * sizeof(float);
     float *hx = NULL, *x = NULL;
-    int32_t *targets = NULL;
     fptq_layer_stream ls = {0};
     fptq_forward_ws ws = {0};
     rope_table rt = {0};
     const rope_params rp = fptq_rope_params(c);
     fptq_status st;
+    *x_out = NULL;
 
     FPTQ_TRY_GOTO(fptq_calloc(xbytes, 1, "activations", &hx), st, done);
-    FPTQ_TRY_GOTO(fptq_calloc((size_t)rows, sizeof(int32_t), "targets", &targets), st, done);
     FPTQ_TRY_GOTO(fptq_layer_stream_init(&ls, be, m), st, done);
     /* without hooks micro-batches cost nothing more: a workspace of at most 4 GiB on a device */
     const int64_t micro = fptq_forward_micro_seqs(be->host_memory, c, n_seq, seq_len, 4.0 * (1 << 30));
@@ -503,17 +504,74 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
             fptq_info("  layer %lld/%lld done in %.2f s", (long long)l + 1,
                       (long long)c->num_hidden_layers, fptq_now() - t0);
     }
+    *x_out = x;
+    if (x == hx)
+        hx = NULL;
+    x = NULL;
+    st = FPTQ_OK;
+done:
+    if (x && x != hx)
+        be->mem_free(x);
+    free(hx);
+    fptq_layer_stream_free(&ls);
+    fptq_forward_ws_free(&ws);
+    rope_table_free(&rt);
+    return st;
+}
+
+static void free_activations(const fptq_backend *be, float *x)
+{
+    if (be->host_memory)
+        free(x);
+    else
+        be->mem_free(x);
+}
+
+fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const int32_t *ids,
+                             int64_t n_seq, int64_t seq_len, double *nll, float *logits,
+                             int progress)
+{
+    const int64_t rows = n_seq * seq_len;
+    float *x = NULL;
+    int32_t *targets = NULL;
+    fptq_status st;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)rows, sizeof(int32_t), "targets", &targets), st, done);
+    FPTQ_TRY_GOTO(forward_layers(be, m, ids, n_seq, seq_len, progress, &x), st, done);
     for (int64_t r = 0; r < rows; r++)
         targets[r] = (r % seq_len == seq_len - 1) ? -1 : ids[r + 1];
     FPTQ_TRY_GOTO(fptq_head_nll(be, m, x, rows, targets, nll, logits), st, done);
     st = FPTQ_OK;
 done:
-    if (x != hx)
-        be->mem_free(x);
-    free(hx);
+    if (x)
+        free_activations(be, x);
     free(targets);
-    fptq_layer_stream_free(&ls);
-    fptq_forward_ws_free(&ws);
-    rope_table_free(&rt);
+    return st;
+}
+
+fptq_status fptq_forward_final(const fptq_backend *be, const fptq_model *m, const int32_t *ids, int64_t n_seq,
+                               int64_t seq_len, float *out, int progress)
+{
+    const llama_config *c = &m->cfg;
+    const int64_t rows = n_seq * seq_len, hidden = c->hidden_size;
+    float *x = NULL, *norm = NULL, *d_norm = NULL;
+    fptq_status st;
+    FPTQ_TRY_GOTO(fptq_calloc((size_t)hidden, sizeof(float), "final norm", &norm), st, done);
+    FPTQ_TRY_GOTO(forward_layers(be, m, ids, n_seq, seq_len, progress, &x), st, done);
+    FPTQ_TRY_GOTO(fptq_model_final_norm(m, norm), st, done);
+    if (be->host_memory)
+        d_norm = norm;
+    else {
+        FPTQ_TRY_GOTO(be->mem_alloc((size_t)hidden * sizeof(float), "final norm", (void **)&d_norm), st, done);
+        FPTQ_TRY_GOTO(fptq_dev_put(be, d_norm, norm, hidden), st, done);
+    }
+    FPTQ_TRY_GOTO(be->rmsnorm(x, rows, hidden, d_norm, (float)c->rms_norm_eps, x), st, done);
+    FPTQ_TRY_GOTO(fptq_dev_get(be, out, x, rows * hidden), st, done);
+    st = FPTQ_OK;
+done:
+    if (d_norm && d_norm != norm)
+        be->mem_free(d_norm);
+    free(norm);
+    if (x)
+        free_activations(be, x);
     return st;
 }

@@ -110,4 +110,9 @@ fptq_status fptq_forward_nll(const fptq_backend *be, const fptq_model *m, const 
                              int64_t n_seq, int64_t seq_len, double *nll, float *logits,
                              int progress);
 
+/* The same forward up to the final norm: out[n_seq x seq_len, hidden] (host
+ * memory) holds the normalized hidden states the head multiplies. */
+fptq_status fptq_forward_final(const fptq_backend *be, const fptq_model *m, const int32_t *ids, int64_t n_seq,
+                               int64_t seq_len, float *out, int progress);
+
 #endif
