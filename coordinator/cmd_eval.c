@@ -33,7 +33,10 @@ static void eval_usage(FILE *f)
             "  --verbose          progress per layer, error traces\n"
             "\n"
             "Each window is evaluated from position 0 and predicts its tokens 1..T-1;\n"
-            "ppl = exp(mean NLL over windows x (T-1) predictions).\n");
+            "ppl = exp(mean NLL over windows x (T-1) predictions).\n"
+            "\n"
+            "Exit status: 0 done, 1 failed (a checkpoint that is unfinished or fails its digests included,\n"
+            "as for fptq export), 2 bad command line.\n");
 }
 
 typedef struct eval_args {
