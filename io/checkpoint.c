@@ -57,6 +57,7 @@ struct ckpt {
     char shared_digest[65];   /* "" until shared.h5 is written and in the index */
     hid_t shared_file;        /* shared.h5 open read-only once written, else H5I_INVALID_HID */
     char *shared_problem;     /* why a listed shared.h5 was set aside (ckpt_open_resume), else NULL */
+    int layers_only;          /* ckpt_open_layers: shared.h5 not opened, the index never rewritten */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -1061,6 +1062,9 @@ done:
  * reader sees either the previous manifest or the new one, never a mix. */
 static fptq_status index_write_as(const ckpt *c, int first)
 {
+    if (c->layers_only)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "checkpoint %s: opened for its layers only, its index is not rewritten",
+                         c->dir);
     char *tmp = NULL, *final = NULL;
     fptq_status st = FPTQ_OK;
     h5_wprops p = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
@@ -1560,6 +1564,7 @@ void ckpt_lock_release(ckpt_lock *k)
 static fptq_status open_mode(const char *dir, int resume, ckpt **out);
 fptq_status ckpt_open(const char *dir, ckpt **out) { return open_mode(dir, 0, out); }
 fptq_status ckpt_open_resume(const char *dir, ckpt **out) { return open_mode(dir, 1, out); }
+fptq_status ckpt_open_layers(const char *dir, ckpt **out) { return open_mode(dir, 2, out); }
 const char *ckpt_shared_problem(const ckpt *c) { return c->shared_problem; }
 
 static fptq_status open_mode(const char *dir, int resume, ckpt **out)
@@ -1581,7 +1586,10 @@ static fptq_status open_mode(const char *dir, int resume, ckpt **out)
         goto fail;
     }
     FPTQ_TRY_GOTO(index_read(c, path), st, fail);
-    if (c->shared_digest[0]) {
+    if (resume == 2) {
+        c->shared_digest[0] = '\0';   /* not opened: this user reads layers only */
+        c->layers_only = 1;
+    } else if (c->shared_digest[0]) {
         st = open_shared(c);
         if (st != FPTQ_OK && resume) {
             /* shared.h5 is rebuilt from the model: set it aside, as not written */

@@ -74,6 +74,11 @@ fptq_status ckpt_open(const char *dir, ckpt **out);
  * the model) and ckpt_shared_problem says why; a damaged index still fails. */
 fptq_status ckpt_open_resume(const char *dir, ckpt **out);
 const char *ckpt_shared_problem(const ckpt *c);   /* NULL when none */
+/* The index alone (checked as by ckpt_open), shared.h5 neither opened nor
+ * hashed: for the ranks of a run that only read and write layers, after
+ * rank 0 has checked or rewritten shared.h5 (it must not be marked done or
+ * digested through this handle: it reports no shared tensors). */
+fptq_status ckpt_open_layers(const char *dir, ckpt **out);
 void ckpt_close(ckpt *c);
 
 /* The exclusive lock of a run that writes DIR (DIR/fptq.lock, flock(2)),

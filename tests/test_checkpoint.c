@@ -748,6 +748,12 @@ static void test_resume_repairs_shared(void **state)
     const char *sp = tpath("repair/shared.h5");
     patch_byte(sp, find_bytes(sp, embed_bf16, 32) + 7, 0x10, 0, 0);
     ckpt *c;
+    /* the layers-only handle of the other ranks neither reads shared.h5 nor rewrites the index */
+    assert_int_equal(ckpt_open_layers(dir, &c), FPTQ_OK);
+    assert_false(ckpt_has_shared(c));
+    assert_true(ckpt_layer_done(c, 1));
+    EXPECT_ERROR(ckpt_mark_done(c, 1, lh[1], 0.0, "{}"), FPTQ_ERR_INTERNAL, "layers only");
+    ckpt_close(c);
     assert_int_equal(ckpt_open_resume(dir, &c), FPTQ_OK);
     assert_false(ckpt_has_shared(c));
     assert_non_null(ckpt_shared_problem(c));

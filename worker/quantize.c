@@ -769,8 +769,8 @@ static fptq_status job_run(job *J)
         st = FPTQ_FAIL(FPTQ_ERR_COMM, "rank 0 could not prepare checkpoint %s", o->out_dir);
         goto done;
     }
-    if (J->rank != 0)
-        FPTQ_TRY_GOTO(ckpt_open(o->out_dir, &J->ck), st, done);
+    if (J->rank != 0) /* rank 0 has checked shared.h5: the others use layers only */
+        FPTQ_TRY_GOTO(ckpt_open_layers(o->out_dir, &J->ck), st, done);
 
     const int64_t rows = J->n_seq * J->T, L = c->num_hidden_layers;
     FPTQ_TRY_GOTO(fptq_calloc((size_t)L, sizeof(stage_note), "progress notes", &J->notes), st, done);
