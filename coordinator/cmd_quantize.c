@@ -45,7 +45,7 @@ static void quantize_usage(FILE *f)
             "  --max-layers K         each stage stops cleanly after K more layers (exit status 3, resumable)\n"
             "                         (SIGUSR1 and SIGTERM do the same after the layers in flight; under\n"
             "                         mpirun send SIGUSR1 to mpirun: a SIGTERM to mpirun is a hard stop, it\n"
-            "                         kills the ranks about 2 s after passing SIGTERM on)\n"
+            "                         kills the ranks a second or two after passing it on, and exits 1)\n"
             "  --backend NAME         cpu | cuda | auto (default auto: the GPU of the node-local rank where\n"
             "                         one is usable, else the CPU)\n"
             "  --json                 print one JSON object as the summary\n"
@@ -68,8 +68,8 @@ static void quantize_usage(FILE *f)
  * flight, write them, stop with exit status 3. A second one is no different
  * (the summary names the first): only SIGKILL stops a layer midway, and that
  * never damages finished ones. Under mpirun SIGUSR1 is the one to send:
- * Open MPI's mpirun passes a SIGTERM on and kills the ranks about 2 s later,
- * which fptq cannot prevent. */
+ * Open MPI's mpirun passes a SIGTERM on, kills the ranks a second or two
+ * later (odls_base_sigkill_timeout) and exits 1; fptq cannot prevent that. */
 static void on_stop_signal(int signo)
 {
     static const char msg[] = "fptq: stop requested by signal: finishing the layer in flight, then stopping\n";
