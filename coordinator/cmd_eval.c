@@ -49,7 +49,10 @@ static void eval_usage(FILE *f)
             "Each window is evaluated from position 0 and predicts its tokens 1..T-1;\n"
             "ppl = exp(mean NLL over windows x (T-1) predictions). The WikiText-2 protocol of the\n"
             "GPTQ and AWQ papers: --text wiki.test.raw (one document: the test split joined by \"\\n\\n\",\n"
-            "one BOS where the tokenizer adds one), --seqlen 2048, --windows as many as fit.\n");
+            "one BOS where the tokenizer adds one), --seqlen 2048, --windows as many as fit.\n"
+            "\n"
+            "Exit status: 0 done, 1 failed (a checkpoint that is unfinished or fails its digests included,\n"
+            "as for fptq export), 2 bad command line.\n");
 }
 
 typedef struct eval_args {

@@ -32,7 +32,11 @@ static void export_usage(FILE *f)
             "  --quiet               no progress on stderr\n"
             "\n"
             "Unquantized tensors (embedding, norms, head, biases) are written in the input model's dtype.\n"
-            "A scheme the format cannot hold is refused with the reason and the format that holds it.\n");
+            "A scheme the format cannot hold is refused with the reason and the format that holds it.\n"
+            "DIR appears only once complete (written into a hidden sibling, then renamed).\n"
+            "\n"
+            "Exit status: 0 done, 1 failed (a checkpoint that is unfinished or fails its digests included,\n"
+            "as for fptq eval), 2 bad command line (an existing DIR included).\n");
 }
 
 /* "5GB", "100MB", "4096", "2GiB" -> bytes (decimal units as Hugging Face counts them). */

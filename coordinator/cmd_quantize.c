@@ -46,10 +46,14 @@ static void quantize_usage(FILE *f)
             "                         fp: every layer calibrated on the full-precision output\n"
             "  --stages S             pipeline stages under mpirun (default: one per node); the ranks of a\n"
             "                         stage split the calibration samples and each layer's rows\n"
-            "  --out CKPT_DIR         checkpoint directory; an existing one is refused without --resume\n"
-            "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration)\n"
+            "  --out CKPT_DIR         checkpoint directory; an existing one is refused without --resume; one\n"
+            "                         run at a time (CKPT_DIR/fptq.lock): another is refused naming its pid\n"
+            "  --resume               skip finished layers of CKPT_DIR (same recipe, model, calibration),\n"
+            "                         after checking it as eval does; a damaged shared.h5 is rewritten\n"
             "  --max-layers K         each stage stops cleanly after K more layers (exit status 3, resumable)\n"
-            "                         (SIGTERM and SIGUSR1 do the same after the layers in flight)\n"
+            "                         (SIGUSR1 and SIGTERM do the same after the layers in flight; under\n"
+            "                         mpirun send SIGUSR1 to mpirun: a SIGTERM to mpirun is a hard stop, it\n"
+            "                         kills the ranks a second or two after passing it on, and exits 1)\n"
             "  --backend NAME         cpu | cuda | auto (default auto: the GPU of the node-local rank where\n"
             "                         one is usable, else the CPU)\n"
             "  --json                 print one JSON object as the summary\n"
@@ -62,13 +66,18 @@ static void quantize_usage(FILE *f)
             "FPTQ_MICRO_SEQS=n runs the forward n samples at a time, each group's input recomputed\n"
             "per micro-batch (default: all at once, or on a GPU short of memory the most that fit).\n"
             "\n"
-            "Exit status: 0 done, 1 failed, 2 bad command line, 3 stopped early (resume to finish).\n");
+            "Exit status: 0 done, 1 failed (a damaged checkpoint, the lock held by another run, a read-only\n"
+            "CKPT_DIR included), 2 bad command line (an existing CKPT_DIR without --resume included),\n"
+            "3 stopped early (resume to finish).\n");
 }
 
 /* SIGTERM (a scheduler's stop, or mpirun passing one on) and SIGUSR1 (a
  * batch system's warning before the time limit): finish the layers in
- * flight, write them, stop with exit status 3. A second one is no different:
- * only SIGKILL stops a layer midway, and that never damages finished ones. */
+ * flight, write them, stop with exit status 3. A second one is no different
+ * (the summary names the first): only SIGKILL stops a layer midway, and that
+ * never damages finished ones. Under mpirun SIGUSR1 is the one to send:
+ * Open MPI's mpirun passes a SIGTERM on, kills the ranks a second or two
+ * later (odls_base_sigkill_timeout) and exits 1; fptq cannot prevent that. */
 static void on_stop_signal(int signo)
 {
     static const char msg[] = "fptq: stop requested by signal: finishing the layer in flight, then stopping\n";
@@ -85,6 +94,9 @@ static void install_signal_handlers(void)
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_stop_signal;
     sigemptyset(&sa.sa_mask);
+    /* one handler at a time: the first signal is the one recorded */
+    sigaddset(&sa.sa_mask, SIGTERM);
+    sigaddset(&sa.sa_mask, SIGUSR1);
     sa.sa_flags = SA_RESTART;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL);

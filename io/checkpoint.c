@@ -17,12 +17,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define INDEX_FORMAT "fptq-checkpoint"
 #define LAYER_FORMAT "fptq-layer"
-#define CKPT_VERSION 1
+/* 2: index.h5 carries index_digest over everything it stores (version 1
+ * had none, so its config, recipe, provenance and losses went unchecked) */
+#define CKPT_VERSION 2
+#define LAYER_VERSION 1   /* layer files are unchanged: their digests too */
+#define LOCK_NAME "fptq.lock"
 
 /* Limits on what a file may claim, checked before anything is allocated: far
  * above any Llama (405B: hidden 16384, mlp 53248, 126 layers), far below
@@ -49,6 +56,8 @@ struct ckpt {
     manifest_entry *man;
     char shared_digest[65];   /* "" until shared.h5 is written and in the index */
     hid_t shared_file;        /* shared.h5 open read-only once written, else H5I_INVALID_HID */
+    char *shared_problem;     /* why a listed shared.h5 was set aside (ckpt_open_resume), else NULL */
+    int layers_only;          /* ckpt_open_layers: shared.h5 not opened, the index never rewritten */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -81,6 +90,16 @@ static fptq_status path_fmt(char **out, const char *fmt, ...)
 static fptq_status layer_path(const ckpt *c, int64_t l, const char *suffix, char **out)
 {
     return path_fmt(out, "%s/layers/layer-%05lld.h5%s", c->dir, (long long)l, suffix);
+}
+
+/* The temporary name of a file being written: unique to this process and
+ * call (pid, counter), so that two processes never write the same
+ * temporary file, and each removes only its own. */
+static fptq_status tmp_path(const char *final, char **out)
+{
+    static unsigned counter;
+    unsigned n = __atomic_fetch_add(&counter, 1u, __ATOMIC_RELAXED);
+    return path_fmt(out, "%s.tmp.%ld.%u", final, (long)getpid(), n);
 }
 
 /* Linear and shared tensor names become HDF5 link names and JSON keys: a
@@ -133,6 +152,23 @@ static fptq_status commit_file(const char *tmp, const char *final, const char *f
     FPTQ_TRY(fsync_path(tmp, 0));
     if (rename(tmp, final) != 0)
         return FPTQ_FAIL(FPTQ_ERR_IO, "cannot rename %s to %s: %s", tmp, final, strerror(errno));
+    FPTQ_TRY(fsync_path(folder, 1));
+    return FPTQ_OK;
+}
+
+/* The same, where final must not exist yet (the first index of a new
+ * checkpoint): link() fails with EEXIST instead of replacing, then the
+ * temporary name goes. */
+static fptq_status commit_file_new(const char *tmp, const char *final, const char *folder)
+{
+    FPTQ_TRY(fsync_path(tmp, 0));
+    if (link(tmp, final) != 0) {
+        if (errno == EEXIST)
+            return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint directory %s already exists (another run created %s "
+                             "meanwhile): pass --resume to continue it, or pick another directory", folder, final);
+        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot link %s to %s: %s", tmp, final, strerror(errno));
+    }
+    unlink(tmp);
     FPTQ_TRY(fsync_path(folder, 1));
     return FPTQ_OK;
 }
@@ -701,7 +737,7 @@ static void layer_root_attrs(const ckpt_layer *L, const char *names, attr_val a[
 {
     attr_val v[LAYER_NATTR] = {
         {.key = "format", .type = AV_STR, .s = LAYER_FORMAT},
-        {.key = "version", .type = AV_I64, .i = CKPT_VERSION},
+        {.key = "version", .type = AV_I64, .i = LAYER_VERSION},
         {.key = "layer", .type = AV_I64, .i = L->index},
         {.key = "hidden", .type = AV_I64, .i = L->hidden},
         {.key = "n_linears", .type = AV_I64, .i = L->n_linears},
@@ -941,6 +977,36 @@ static void entry_free(manifest_entry *e)
 
 /* ---- index.h5 ---------------------------------------------------------------- */
 
+/* sha256 over every value index.h5 holds and a reader uses: format,
+ * version, layer count, the shared tensors' digest, the config, recipe and
+ * provenance texts, and each manifest entry (status, digest, seconds,
+ * losses). Stored beside them as index_digest and checked on every open, so
+ * a damaged text (a patched rope_theta, bytes that are not UTF-8) is refused
+ * instead of used. It includes the time stamps and seconds, so it is not the
+ * checkpoint's identity (ckpt_digest is): only its integrity. */
+static void index_digest(const ckpt *c, char hex[65])
+{
+    sha256_ctx h;
+    sha256_init(&h);
+    dg_str(&h, "fptq-index-digest-v1");
+    dg_str(&h, INDEX_FORMAT);
+    dg_u64(&h, CKPT_VERSION);
+    dg_u64(&h, (uint64_t)c->n_layers);
+    dg_str(&h, c->shared_digest);
+    dg_str(&h, c->config_json);
+    dg_str(&h, c->recipe_json);
+    dg_str(&h, c->provenance_json);
+    for (int64_t l = 0; l < c->n_layers; l++) {
+        const manifest_entry *e = &c->man[l];
+        dg_u64(&h, (uint64_t)l);
+        dg_str(&h, e->done ? "done" : "pending");
+        dg_str(&h, e->digest);
+        dg_u64(&h, f64_bits(e->seconds));
+        dg_str(&h, e->losses_json);
+    }
+    dg_finish(&h, hex);
+}
+
 static fptq_status index_fill(const ckpt *c, const char *path, hid_t f, const h5_wprops *p)
 {
     const char *root = "/";
@@ -949,6 +1015,9 @@ static fptq_status index_fill(const ckpt *c, const char *path, hid_t f, const h5
     FPTQ_TRY(h5w_attr(f, path, root, "version", H5T_STD_I64LE, H5T_NATIVE_INT64, &version));
     FPTQ_TRY(h5w_attr(f, path, root, "n_layers", H5T_STD_I64LE, H5T_NATIVE_INT64, &c->n_layers));
     FPTQ_TRY(h5w_attr_str(f, path, root, "shared_digest", c->shared_digest));
+    char idx[65];
+    index_digest(c, idx);
+    FPTQ_TRY(h5w_attr_str(f, path, root, "index_digest", idx));
     FPTQ_TRY(h5w_str_dset(f, path, "config_json", c->config_json, p->dcpl));
     FPTQ_TRY(h5w_str_dset(f, path, "recipe_json", c->recipe_json, p->dcpl));
     FPTQ_TRY(h5w_str_dset(f, path, "provenance_json", c->provenance_json, p->dcpl));
@@ -991,19 +1060,25 @@ done:
 
 /* The whole index, rewritten to index.h5.tmp and renamed over index.h5: a
  * reader sees either the previous manifest or the new one, never a mix. */
-static fptq_status index_write(const ckpt *c)
+static fptq_status index_write_as(const ckpt *c, int first)
 {
+    if (c->layers_only)
+        return FPTQ_FAIL(FPTQ_ERR_INTERNAL, "checkpoint %s: opened for its layers only, its index is not rewritten",
+                         c->dir);
     char *tmp = NULL, *final = NULL;
     fptq_status st = FPTQ_OK;
     h5_wprops p = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     hid_t f = H5I_INVALID_HID;
-    FPTQ_TRY_GOTO(path_fmt(&tmp, "%s/index.h5.tmp", c->dir), st, done);
     FPTQ_TRY_GOTO(path_fmt(&final, "%s/index.h5", c->dir), st, done);
+    FPTQ_TRY_GOTO(tmp_path(final, &tmp), st, done);
     FPTQ_TRY_GOTO(h5_wprops_init(tmp, &p), st, done);
     FPTQ_TRY_GOTO(h5_create_file(tmp, &p, &f), st, done);
     FPTQ_TRY_GOTO(index_fill(c, tmp, f, &p), st, done);
     FPTQ_TRY_GOTO(h5_close_file(tmp, &f), st, done);
-    FPTQ_TRY_GOTO(commit_file(tmp, final, c->dir), st, done);
+    if (first)
+        FPTQ_TRY_GOTO(commit_file_new(tmp, final, c->dir), st, done);
+    else
+        FPTQ_TRY_GOTO(commit_file(tmp, final, c->dir), st, done);
 done:
     h5_close_any(&f);
     h5_wprops_close(&p);
@@ -1013,6 +1088,8 @@ done:
     free(final);
     return st;
 }
+
+static fptq_status index_write(const ckpt *c) { return index_write_as(c, 0); }
 
 static fptq_status index_read(ckpt *c, const char *path)
 {
@@ -1050,6 +1127,15 @@ static fptq_status index_read(ckpt *c, const char *path)
         goto done;
     }
     snprintf(c->shared_digest, sizeof c->shared_digest, "%s", s);
+    free(s);
+    s = NULL;
+    char stored_idx[65];
+    FPTQ_TRY_GOTO(h5r_attr_str(f, path, root, "index_digest", MAX_ATTR_STR, &s), st, done);
+    if (!valid_hex_digest(s)) {
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: index_digest is not a sha256 hex digest (corrupted)", path);
+        goto done;
+    }
+    snprintf(stored_idx, sizeof stored_idx, "%s", s);
     FPTQ_TRY_GOTO(h5r_str_dset(f, path, "config_json", MAX_JSON, &c->config_json), st, done);
     FPTQ_TRY_GOTO(h5r_str_dset(f, path, "recipe_json", MAX_JSON, &c->recipe_json), st, done);
     FPTQ_TRY_GOTO(h5r_str_dset(f, path, "provenance_json", MAX_JSON, &c->provenance_json), st, done);
@@ -1092,6 +1178,14 @@ static fptq_status index_read(ckpt *c, const char *path)
             goto done;
         }
     }
+    char idx[65];
+    index_digest(c, idx);
+    if (strcmp(idx, stored_idx) != 0)
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT,
+                       "%s: the stored config, recipe, provenance and manifest do not match their digest "
+                       "(index.h5 is corrupted): content %.16s..., index_digest %.16s...; the checkpoint cannot "
+                       "be trusted, quantize into a new directory",
+                       path, idx, stored_idx);
 done:
     free(s);
     h5_close_any(&g);
@@ -1102,6 +1196,11 @@ done:
 
 /* ---- open / create / close --------------------------------------------------- */
 
+static fptq_status shared_verify(const ckpt *c, const char *path);
+
+/* shared.h5 opened and its content checked against the index's digest: a
+ * flipped bit in the embedding, a truncated or replaced file is refused
+ * here, before any reader uses a value from it. */
 static fptq_status open_shared(ckpt *c)
 {
     char *path;
@@ -1109,7 +1208,14 @@ static fptq_status open_shared(ckpt *c)
     fptq_status st = FPTQ_OK;
     c->shared_file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (c->shared_file < 0)
-        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "the index lists shared tensors but the file cannot be opened");
+        st = H5_FAIL(FPTQ_ERR_FORMAT, path, "the index lists shared tensors but the file cannot be opened "
+                     "(missing, truncated or not HDF5); fptq quantize --resume rewrites it from the model");
+    else
+        st = shared_verify(c, path);
+    if (st != FPTQ_OK && c->shared_file >= 0) {
+        H5Fclose(c->shared_file);
+        c->shared_file = H5I_INVALID_HID;
+    }
     free(path);
     return st;
 }
@@ -1134,6 +1240,7 @@ void ckpt_close(ckpt *c)
         return;
     if (c->shared_file >= 0)
         H5Fclose(c->shared_file);
+    free(c->shared_problem);
     if (c->man)
         for (int64_t l = 0; l < c->n_layers; l++)
             entry_free(&c->man[l]);
@@ -1163,6 +1270,58 @@ static fptq_status make_parents(const char *dir)
     return FPTQ_OK;
 }
 
+/* What an existing folder holds, for a checkpoint that may be created in
+ * it: index.h5 (a checkpoint), only fptq's own skeleton (layers/ with
+ * temporary files at most, the lock, temporary index or shared files: what
+ * a run killed before its first index leaves, which counts as not created
+ * yet), or something else (named in `foreign`). */
+static int is_tmp_name(const char *name, const char *base)
+{
+    size_t n = strlen(base);
+    return strncmp(name, base, n) == 0 && strncmp(name + n, ".tmp", 4) == 0;
+}
+
+static fptq_status dir_state(const char *dir, int *has_index, char foreign[256])
+{
+    *has_index = 0;
+    foreign[0] = '\0';
+    DIR *d = opendir(dir);
+    if (!d)
+        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot list checkpoint directory %s: %s", dir, strerror(errno));
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        const char *n = e->d_name;
+        if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strcmp(n, LOCK_NAME) == 0 ||
+            is_tmp_name(n, "index.h5") || is_tmp_name(n, "shared.h5"))
+            continue;
+        if (strcmp(n, "index.h5") == 0) {
+            *has_index = 1;
+            continue;
+        }
+        if (strcmp(n, "layers") == 0) {
+            char sub[4096];
+            snprintf(sub, sizeof sub, "%s/layers", dir);
+            DIR *ld = opendir(sub);
+            struct dirent *le;
+            while (ld && (le = readdir(ld)) != NULL)
+                if (le->d_name[0] != '.' && !strstr(le->d_name, ".h5.tmp") && !foreign[0])
+                    snprintf(foreign, 256, "layers/%.200s", le->d_name);
+            if (ld)
+                closedir(ld);
+            else if (!foreign[0])
+                snprintf(foreign, 256, "layers (not a folder)");
+            continue;
+        }
+        if (!foreign[0])
+            snprintf(foreign, 256, "%s", n);
+    }
+    closedir(d);
+    return FPTQ_OK;
+}
+
+static const char *const REFUSE_EXISTING =
+    "checkpoint directory %s already exists: pass --resume to continue it, or pick another directory";
+
 fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
 {
     *out = NULL;
@@ -1172,27 +1331,37 @@ fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
     if (meta->n_layers < 1 || meta->n_layers > MAX_LAYERS)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: n_layers %lld out of range 1..%d", dir,
                          (long long)meta->n_layers, MAX_LAYERS);
+    /* A folder with only fptq's skeleton (a run killed before its first
+     * index) is not a checkpoint yet and is taken over; one with index.h5
+     * or anything else is refused, never overwritten. */
     struct stat sb;
-    const char *refuse = "checkpoint directory %s already exists: pass --resume to continue it, "
-                         "or pick another directory";
-    if (lstat(dir, &sb) == 0)
-        return FPTQ_FAIL(FPTQ_ERR_ARG, refuse, dir);
-    if (errno != ENOENT)
+    int made_dir = 0, made_layers = 0;
+    if (lstat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode))
+            return FPTQ_FAIL(FPTQ_ERR_ARG, REFUSE_EXISTING, dir);
+    } else if (errno != ENOENT) {
         return FPTQ_FAIL(FPTQ_ERR_IO, "cannot check checkpoint directory %s: %s", dir, strerror(errno));
-    FPTQ_TRY(make_parents(dir));
-    /* mkdir is the real test: it fails with EEXIST if a concurrent run won the race */
-    if (mkdir(dir, 0777) != 0) {
-        if (errno == EEXIST)
-            return FPTQ_FAIL(FPTQ_ERR_ARG, refuse, dir);
-        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot create checkpoint directory %s: %s", dir, strerror(errno));
+    } else {
+        FPTQ_TRY(make_parents(dir));
+        if (mkdir(dir, 0777) == 0)
+            made_dir = 1;
+        else if (errno != EEXIST)
+            return FPTQ_FAIL(FPTQ_ERR_IO, "cannot create checkpoint directory %s: %s", dir, strerror(errno));
     }
+    int has_index;
+    char foreign[256];
+    FPTQ_TRY(dir_state(dir, &has_index, foreign));
+    if (has_index || foreign[0])
+        return FPTQ_FAIL(FPTQ_ERR_ARG, REFUSE_EXISTING, dir);
 
     ckpt *c = NULL;
     char *layers = NULL, *parent = NULL;
     fptq_status st = FPTQ_OK;
     FPTQ_TRY_GOTO(ckpt_alloc(dir, &c), st, fail);
     FPTQ_TRY_GOTO(path_fmt(&layers, "%s/layers", dir), st, fail);
-    if (mkdir(layers, 0777) != 0) {
+    if (mkdir(layers, 0777) == 0) {
+        made_layers = 1;
+    } else if (errno != EEXIST) {
         st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot create %s: %s", layers, strerror(errno));
         goto fail;
     }
@@ -1207,23 +1376,19 @@ fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
                   st, fail);
     for (int64_t l = 0; l < c->n_layers; l++)
         FPTQ_TRY_GOTO(entry_set(l, &c->man[l], 0, "", 0.0, "{}"), st, fail);
-    FPTQ_TRY_GOTO(index_write(c), st, fail);
+    /* the checkpoint exists from this link on, and only one creator gets it */
+    FPTQ_TRY_GOTO(index_write_as(c, 1), st, fail);
     free(layers);
     free(parent);
     *out = c;
     return FPTQ_OK;
 
 fail:
-    /* only what this call made is removed: the directory did not exist before */
-    if (c) {
-        char *p = NULL;
-        if (path_fmt(&p, "%s/index.h5", dir) == FPTQ_OK)
-            unlink(p);
-        free(p);
-    }
-    if (layers)
+    /* only what this call made is removed (rmdir leaves a folder someone filled) */
+    if (layers && made_layers)
         rmdir(layers);
-    rmdir(dir);
+    if (made_dir)
+        rmdir(dir);
     free(layers);
     free(parent);
     ckpt_close(c);
@@ -1231,7 +1396,178 @@ fail:
     return st;
 }
 
-fptq_status ckpt_open(const char *dir, ckpt **out)
+/* ---- the lock ------------------------------------------------------------------ */
+
+struct ckpt_lock {
+    int fd;
+    char *dir, *path;
+    int made_dir;
+};
+
+static void lock_holder(int fd, char *buf, size_t cap)
+{
+    ssize_t n = pread(fd, buf, cap - 1, 0);
+    buf[n > 0 ? n : 0] = '\0';
+    for (char *p = buf; *p; p++)
+        if (*p == '\n' || (unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+            *p = (*p == '\n' && !p[1]) ? '\0' : '?';
+    if (!buf[0])
+        snprintf(buf, cap, "a run that has just started");
+}
+
+/* A probe file made and removed: writability as the run will need it,
+ * checked before any work (EROFS, EACCES, a full disk). */
+static fptq_status probe_writable(const char *folder, const char *dir)
+{
+    char *p;
+    FPTQ_TRY(path_fmt(&p, "%s/.fptq-probe.%ld", folder, (long)getpid()));
+    int fd = open(p, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    fptq_status st = FPTQ_OK;
+    if (fd < 0)
+        st = FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is not writable: cannot create a file in %s: %s", dir, folder,
+                       strerror(errno));
+    else {
+        close(fd);
+        unlink(p);
+    }
+    free(p);
+    return st;
+}
+
+fptq_status ckpt_lock_take(const char *dir, int resume, ckpt_lock **out)
+{
+    *out = NULL;
+    if (!dir || !dir[0])
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint directory name is empty");
+    struct stat sb;
+    int made_dir = 0, has_index;
+    char foreign[256];
+    if (lstat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode))
+            return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s exists and is not a directory", dir);
+        /* refusals that need no lock touch nothing */
+        FPTQ_TRY(dir_state(dir, &has_index, foreign));
+        if (has_index && !resume)
+            return FPTQ_FAIL(FPTQ_ERR_ARG, REFUSE_EXISTING, dir);
+        if (!has_index && foreign[0])
+            return FPTQ_FAIL(FPTQ_ERR_ARG, "%s exists and is not an fptq checkpoint (no index.h5; it holds %s): "
+                             "pick another directory", dir, foreign);
+    } else if (errno != ENOENT) {
+        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot check checkpoint directory %s: %s", dir, strerror(errno));
+    } else {
+        FPTQ_TRY(make_parents(dir));
+        if (mkdir(dir, 0777) == 0)
+            made_dir = 1;
+        else if (errno != EEXIST)
+            return FPTQ_FAIL(FPTQ_ERR_IO, "cannot create checkpoint directory %s: %s", dir, strerror(errno));
+    }
+    ckpt_lock *k;
+    FPTQ_TRY(fptq_calloc(1, sizeof *k, "checkpoint lock", &k));
+    k->fd = -1;
+    k->made_dir = made_dir;
+    fptq_status st = FPTQ_OK;
+    FPTQ_TRY_GOTO(dup_str(dir, "checkpoint directory name", &k->dir), st, fail);
+    FPTQ_TRY_GOTO(path_fmt(&k->path, "%s/" LOCK_NAME, dir), st, fail);
+    /* A holder removes the lock file as it lets go: a lock taken on a file
+     * that is no longer the one at that name is stale, and taken again. */
+    for (int tries = 0;; tries++) {
+        k->fd = open(k->path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+        if (k->fd < 0) {
+            st = FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is not writable: cannot open its lock file %s: %s", dir,
+                           k->path, strerror(errno));
+            goto fail;
+        }
+        if (flock(k->fd, LOCK_EX | LOCK_NB) != 0) {
+            int e = errno;
+            char who[256];
+            if (e == EWOULDBLOCK)
+                lock_holder(k->fd, who, sizeof who);
+            close(k->fd);
+            k->fd = -1;
+            if (e == EWOULDBLOCK)
+                st = FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is in use by another fptq quantize (%s, lock %s): "
+                               "wait for it to end or stop it; nothing was changed", dir, who, k->path);
+            else
+                st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot lock %s: %s", k->path, strerror(e));
+            made_dir = k->made_dir = 0;   /* the folder is someone else's now */
+            goto fail;
+        }
+        struct stat a, b;
+        if (fstat(k->fd, &a) == 0 && stat(k->path, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev)
+            break;
+        close(k->fd);
+        k->fd = -1;
+        if (tries > 100) {
+            st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot take the lock %s: it keeps being replaced", k->path);
+            goto fail;
+        }
+    }
+    /* under the lock: what another run may have made meanwhile, then writability */
+    FPTQ_TRY_GOTO(dir_state(dir, &has_index, foreign), st, fail);
+    if (has_index && !resume) {
+        st = FPTQ_FAIL(FPTQ_ERR_ARG, REFUSE_EXISTING, dir);
+        goto fail;
+    }
+    FPTQ_TRY_GOTO(probe_writable(dir, dir), st, fail);
+    char layers[4096];
+    snprintf(layers, sizeof layers, "%s/layers", dir);
+    if (has_index)
+        FPTQ_TRY_GOTO(probe_writable(layers, dir), st, fail);
+    char host[256] = "?", when[32];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char info[400];
+    int n = snprintf(info, sizeof info, "pid %ld on host %s since %s\n", (long)getpid(), host, when);
+    if (ftruncate(k->fd, 0) != 0 || pwrite(k->fd, info, (size_t)n, 0) != n) {
+        st = FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is not writable: cannot write its lock file %s: %s", dir,
+                       k->path, strerror(errno));
+        goto fail;
+    }
+    *out = k;
+    return FPTQ_OK;
+fail:
+    ckpt_lock_release(k);
+    return st;
+}
+
+void ckpt_lock_release(ckpt_lock *k)
+{
+    if (!k)
+        return;
+    if (k->fd >= 0) {
+        /* removed while held, so that a finished checkpoint holds no lock
+         * file; a run that failed before the checkpoint's first index
+         * leaves no folder it made either */
+        unlink(k->path);
+        if (k->made_dir) {
+            char layers[4096];
+            snprintf(layers, sizeof layers, "%s/layers", k->dir);
+            char idx[4096];
+            snprintf(idx, sizeof idx, "%s/index.h5", k->dir);
+            struct stat sb;
+            if (stat(idx, &sb) != 0) {
+                rmdir(layers);
+                rmdir(k->dir);
+            }
+        }
+        close(k->fd);
+    }
+    free(k->dir);
+    free(k->path);
+    free(k);
+}
+
+static fptq_status open_mode(const char *dir, int resume, ckpt **out);
+fptq_status ckpt_open(const char *dir, ckpt **out) { return open_mode(dir, 0, out); }
+fptq_status ckpt_open_resume(const char *dir, ckpt **out) { return open_mode(dir, 1, out); }
+fptq_status ckpt_open_layers(const char *dir, ckpt **out) { return open_mode(dir, 2, out); }
+const char *ckpt_shared_problem(const ckpt *c) { return c->shared_problem; }
+
+static fptq_status open_mode(const char *dir, int resume, ckpt **out)
 {
     *out = NULL;
     h5_quiet();
@@ -1250,8 +1586,20 @@ fptq_status ckpt_open(const char *dir, ckpt **out)
         goto fail;
     }
     FPTQ_TRY_GOTO(index_read(c, path), st, fail);
-    if (c->shared_digest[0])
-        FPTQ_TRY_GOTO(open_shared(c), st, fail);
+    if (resume == 2) {
+        c->shared_digest[0] = '\0';   /* not opened: this user reads layers only */
+        c->layers_only = 1;
+    } else if (c->shared_digest[0]) {
+        st = open_shared(c);
+        if (st != FPTQ_OK && resume) {
+            /* shared.h5 is rebuilt from the model: set it aside, as not written */
+            FPTQ_TRY_GOTO(dup_str(fptq_last_error(), "shared.h5 problem", &c->shared_problem), st, fail);
+            fptq_clear_error();
+            c->shared_digest[0] = '\0';
+            st = FPTQ_OK;
+        }
+        FPTQ_TRY_GOTO(st, st, fail);
+    }
     free(path);
     *out = c;
     return FPTQ_OK;
@@ -1318,8 +1666,8 @@ fptq_status ckpt_write_shared(ckpt *c, const ckpt_raw_tensor *t, int n)
     const ckpt_raw_tensor **sorted = NULL;
     h5_wprops p = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     hid_t f = H5I_INVALID_HID, d = H5I_INVALID_HID;
-    FPTQ_TRY_GOTO(path_fmt(&tmp, "%s/shared.h5.tmp", c->dir), st, done);
     FPTQ_TRY_GOTO(path_fmt(&final, "%s/shared.h5", c->dir), st, done);
+    FPTQ_TRY_GOTO(tmp_path(final, &tmp), st, done);
 
     /* the digest takes the tensors by name, so the caller's order does not matter */
     FPTQ_TRY_GOTO(fptq_calloc((size_t)n, sizeof *sorted, "shared tensor list", &sorted), st, done);
@@ -1368,6 +1716,8 @@ fptq_status ckpt_write_shared(ckpt *c, const ckpt_raw_tensor *t, int n)
         goto done;
     }
     FPTQ_TRY_GOTO(open_shared(c), st, done);
+    free(c->shared_problem);
+    c->shared_problem = NULL;
 done:
     h5_close_any(&d);
     h5_close_any(&f);
@@ -1543,6 +1893,106 @@ done:
     return st;
 }
 
+/* The shared tensors' digest recomputed from shared.h5 itself, in the
+ * stream ckpt_write_shared hashes: every dataset of the file in name order
+ * (HDF5's name index is strcmp order, as the writer's qsort), so a missing,
+ * added or altered tensor changes it. Rows are read in blocks of about
+ * 64 MiB, so a large embedding needs no copy of its own. */
+#define SHARED_MAX 16
+typedef struct shared_names {
+    char name[SHARED_MAX][72];
+    int n, overflow;
+} shared_names;
+
+static herr_t shared_collect(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+    (void)g, (void)info;
+    shared_names *sn = data;
+    if (sn->n >= SHARED_MAX || strlen(name) >= sizeof sn->name[0]) {
+        sn->overflow = 1;
+        return 1;
+    }
+    snprintf(sn->name[sn->n++], sizeof sn->name[0], "%s", name);
+    return 0;
+}
+
+static fptq_status shared_verify(const ckpt *c, const char *path)
+{
+    shared_names sn;
+    memset(&sn, 0, sizeof sn);
+    hsize_t idx = 0;
+    if (H5Literate(c->shared_file, H5_INDEX_NAME, H5_ITER_INC, &idx, shared_collect, &sn) < 0)
+        return H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot list the shared tensors");
+    if (sn.overflow || sn.n < 1)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s holds %s shared tensors (corrupted or replaced); fptq quantize "
+                         "--resume rewrites it from the model", path, sn.n < 1 ? "no" : "too many");
+    sha256_ctx h;
+    sha256_init(&h);
+    dg_str(&h, "fptq-shared-digest-v1");
+    dg_u64(&h, (uint64_t)sn.n);
+    fptq_status st = FPTQ_OK;
+    unsigned char *buf = NULL;
+    hid_t d = H5I_INVALID_HID, fs = H5I_INVALID_HID, ms = H5I_INVALID_HID;
+    for (int i = 0; i < sn.n && st == FPTQ_OK; i++) {
+        char dtype[8];
+        int nd;
+        hsize_t dims[2];
+        FPTQ_TRY_GOTO(shared_open(c, path, sn.name[i], &d, dtype, &nd, dims), st, done);
+        char obj[80];
+        snprintf(obj, sizeof obj, "/%s", sn.name[i]);
+        const int64_t shape[2] = {(int64_t)dims[0], (int64_t)dims[1]};
+        dg_object(&h, obj, dtype, nd, shape, NULL, 0);
+        const size_t es = shared_elsize(dtype);
+        const hsize_t rows = nd == 2 ? dims[0] : 1, cols = nd == 2 ? dims[1] : dims[0];
+        if (rows == 0 || cols == 0 || cols > MAX_DIM || rows > MAX_DIM) {
+            st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: shared tensor %s has extents %llu x %llu", path, sn.name[i],
+                           (unsigned long long)rows, (unsigned long long)cols);
+            goto done;
+        }
+        dg_u64(&h, (uint64_t)(rows * cols * es));
+        hsize_t block = (64u << 20) / (cols * es);
+        block = block < 1 ? 1 : block > rows ? rows : block;
+        free(buf);
+        FPTQ_TRY_GOTO(fptq_calloc((size_t)(block * cols), es, "shared tensor block", &buf), st, done);
+        hid_t mt = strcmp(dtype, "F32") == 0 ? H5T_IEEE_F32LE : H5T_STD_U16LE;
+        if ((fs = H5Dget_space(d)) < 0) {
+            st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read %s", sn.name[i]);
+            goto done;
+        }
+        for (hsize_t r0 = 0; r0 < rows; r0 += block) {
+            const hsize_t n = rows - r0 < block ? rows - r0 : block;
+            hsize_t start[2] = {r0, 0}, count[2] = {n, cols};
+            if (nd == 1) {
+                start[0] = 0;
+                count[0] = cols;
+            }
+            if (H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) < 0 ||
+                (ms = H5Screate_simple(nd, count, NULL)) < 0 || H5Dread(d, mt, ms, fs, H5P_DEFAULT, buf) < 0) {
+                st = H5_FAIL(FPTQ_ERR_FORMAT, path, "cannot read shared tensor %s (truncated or corrupted); "
+                             "fptq quantize --resume rewrites it from the model", sn.name[i]);
+                goto done;
+            }
+            h5_close_any(&ms);
+            sha256_update(&h, buf, (size_t)(n * cols) * es);
+        }
+        h5_close_any(&fs);
+        h5_close_any(&d);
+    }
+    char hex[65];
+    dg_finish(&h, hex);
+    if (strcmp(hex, c->shared_digest) != 0)
+        st = FPTQ_FAIL(FPTQ_ERR_FORMAT,
+                       "%s does not match its digest in index.h5 (corrupted, truncated or replaced): content "
+                       "%.16s..., index %.16s...; fptq quantize --resume rewrites it from the model",
+                       path, hex, c->shared_digest);
+done:
+    h5_close_any(&ms);
+    h5_close_any(&fs);
+    h5_close_any(&d);
+    free(buf);
+    return st;
+}
+
 /* ---- layer files --------------------------------------------------------------- */
 
 static fptq_status layer_fill(const char *path, hid_t f, const h5_wprops *p, const ckpt_layer *L)
@@ -1634,8 +2084,8 @@ fptq_status ckpt_write_layer_file(const ckpt *c, const ckpt_layer *L, char diges
     char *tmp = NULL, *final = NULL, *folder = NULL, *losses = NULL;
     h5_wprops p = {H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID, H5I_INVALID_HID};
     hid_t f = H5I_INVALID_HID;
-    FPTQ_TRY_GOTO(layer_path(c, L->index, ".tmp", &tmp), st, done);
     FPTQ_TRY_GOTO(layer_path(c, L->index, "", &final), st, done);
+    FPTQ_TRY_GOTO(tmp_path(final, &tmp), st, done);
     FPTQ_TRY_GOTO(path_fmt(&folder, "%s/layers", c->dir), st, done);
     FPTQ_TRY_GOTO(build_losses_json(L, &losses), st, done);
 
@@ -1871,9 +2321,9 @@ static fptq_status read_layer_file(const char *path, int64_t l, ckpt_layer *out)
         goto done;
     }
     FPTQ_TRY_GOTO(h5r_attr_i64(f, path, root, "version", &version), st, done);
-    if (version != CKPT_VERSION) {
+    if (version != LAYER_VERSION) {
         st = FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "%s: layer file version %lld, this fptq reads version %d",
-                       path, (long long)version, CKPT_VERSION);
+                       path, (long long)version, LAYER_VERSION);
         goto done;
     }
     FPTQ_TRY_GOTO(h5r_attr_i64(f, path, root, "layer", &layer), st, done);

@@ -58,19 +58,48 @@ typedef struct ckpt_meta {
 
 typedef struct ckpt ckpt;
 
-/* Creates DIR (which must not exist: an existing path is refused, never
- * overwritten), writes index.h5 with the meta and an all-pending manifest. */
+/* Creates DIR, writes index.h5 with the meta and an all-pending manifest.
+ * DIR must not exist, or hold only fptq's skeleton (layers/, temporary
+ * files, the lock: what a run killed before its first index leaves); an
+ * index.h5 or anything else is refused, never overwritten. The checkpoint
+ * exists once index.h5 is linked into place, which only one creator can do. */
 fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out);
-/* Opens an existing checkpoint for reading and resuming. */
+/* Opens an existing checkpoint for reading: index.h5 must match its
+ * index_digest (config, recipe, provenance, manifest) and shared.h5, once
+ * listed, the index's digest of it; anything else is FPTQ_ERR_FORMAT naming
+ * the file. Layers are checked as they are read (ckpt_read_layer). */
 fptq_status ckpt_open(const char *dir, ckpt **out);
+/* The same for `quantize --resume`: a damaged or missing shared.h5 is set
+ * aside (the checkpoint then has no shared tensors, to be written again from
+ * the model) and ckpt_shared_problem says why; a damaged index still fails. */
+fptq_status ckpt_open_resume(const char *dir, ckpt **out);
+const char *ckpt_shared_problem(const ckpt *c);   /* NULL when none */
+/* The index alone (checked as by ckpt_open), shared.h5 neither opened nor
+ * hashed: for the ranks of a run that only read and write layers, after
+ * rank 0 has checked or rewritten shared.h5 (it must not be marked done or
+ * digested through this handle: it reports no shared tensors). */
+fptq_status ckpt_open_layers(const char *dir, ckpt **out);
 void ckpt_close(ckpt *c);
+
+/* The exclusive lock of a run that writes DIR (DIR/fptq.lock, flock(2)),
+ * taken before any work. It creates DIR when missing (removed again at
+ * release if no index.h5 came of it), refuses a finished checkpoint without
+ * `resume` and a folder that is not a checkpoint without touching them,
+ * checks that DIR (and DIR/layers) can be written, and records
+ * "pid P on host H since T" in the lock file; a second run is refused with
+ * that text (FPTQ_ERR_IO) and changes nothing. The lock file is removed at
+ * release. Under MPI rank 0 alone takes it, for the world. */
+typedef struct ckpt_lock ckpt_lock;
+fptq_status ckpt_lock_take(const char *dir, int resume, ckpt_lock **out);
+void ckpt_lock_release(ckpt_lock *k);   /* NULL is fine */
 
 const char *ckpt_config_json(const ckpt *c);
 const char *ckpt_recipe_json(const ckpt *c);
 const char *ckpt_provenance_json(const ckpt *c);
 int64_t ckpt_n_layers(const ckpt *c);
 
-/* shared.h5: written once, durably (tmp + fsync + rename). */
+/* shared.h5: written once, durably (tmp + fsync + rename); after
+ * ckpt_open_resume set a damaged one aside, written again. */
 fptq_status ckpt_write_shared(ckpt *c, const ckpt_raw_tensor *t, int n);
 int ckpt_has_shared(const ckpt *c);
 /* Rows [row0, row0 + n) of a shared 2-D tensor (or the whole 1-D one with row0 = 0, n = 1)

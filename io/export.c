@@ -28,6 +28,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1073,16 +1074,26 @@ static fptq_status copy_tokenizer(exporter *e)
     return FPTQ_OK;
 }
 
-static fptq_status make_out_dir(const char *dir)
+/* The export is written into a hidden sibling of DIR, unique to this
+ * process (.NAME.fptq-export.PID), and renamed to DIR only once every file
+ * is fsync'd: DIR either does not exist or is a finished export, so a
+ * killed export never blocks its own re-run nor leaves an empty
+ * config.json beside complete shards (what a SIGKILL leaves is the hidden
+ * sibling, which no reader takes for a model). */
+static fptq_status make_out_dir(const char *dir, char **staging)
 {
+    *staging = NULL;
     struct stat sb;
     if (lstat(dir, &sb) == 0)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "export directory %s already exists: pick another one (an export never "
                                        "overwrites)", dir);
     char path[4096];
-    if (strlen(dir) >= sizeof path)
+    if (strlen(dir) >= sizeof path - 64)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "export directory path too long: %s", dir);
     snprintf(path, sizeof path, "%s", dir);
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        path[--n] = '\0';
     for (char *p = path + 1; *p; p++) {
         if (*p != '/')
             continue;
@@ -1091,9 +1102,53 @@ static fptq_status make_out_dir(const char *dir)
             return FPTQ_FAIL(FPTQ_ERR_IO, "cannot create folder %s for %s: %s", path, dir, strerror(errno));
         *p = '/';
     }
-    if (mkdir(dir, 0777) != 0)
-        return FPTQ_FAIL(errno == EEXIST ? FPTQ_ERR_ARG : FPTQ_ERR_IO, "cannot create export directory %s: %s", dir,
+    const char *slash = strrchr(path, '/');
+    const int plen = slash ? (int)(slash - path) : 0;
+    const char *base = slash ? slash + 1 : path;
+    size_t cap = strlen(path) + 64;
+    FPTQ_TRY(fptq_calloc(cap, 1, "export staging path", staging));
+    snprintf(*staging, cap, "%.*s%s.%s.fptq-export.%ld", plen, path, slash ? "/" : "", base, (long)getpid());
+    if (mkdir(*staging, 0777) != 0) {
+        fptq_status st = FPTQ_FAIL(FPTQ_ERR_IO, "cannot create export directory %s (for %s): %s", *staging, dir,
+                                   strerror(errno));
+        free(*staging);
+        *staging = NULL;
+        return st;
+    }
+    return FPTQ_OK;
+}
+
+/* The finished staging folder renamed to DIR, then DIR's parent fsync'd. */
+static fptq_status publish_out_dir(const char *staging, const char *dir)
+{
+    struct stat sb;
+    /* rename() replaces only an empty folder; a non-empty one that appeared meanwhile makes it fail */
+    if (lstat(dir, &sb) == 0)
+        return FPTQ_FAIL(FPTQ_ERR_ARG, "export directory %s appeared while exporting (another export?): the "
+                         "finished export is not moved over it", dir);
+    if (rename(staging, dir) != 0)
+        return FPTQ_FAIL(FPTQ_ERR_IO, "cannot move the finished export %s to %s: %s", staging, dir,
                          strerror(errno));
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", dir);
+    size_t n = strlen(parent);
+    while (n > 1 && parent[n - 1] == '/')
+        parent[--n] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        snprintf(parent, sizeof parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    int fd = open(parent, O_RDONLY | O_DIRECTORY);
+    if (fd < 0 || fsync(fd) != 0) {
+        fptq_status st = FPTQ_FAIL(FPTQ_ERR_IO, "fsync of %s failed: %s", parent, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return st;
+    }
+    close(fd);
     return FPTQ_OK;
 }
 
@@ -1107,7 +1162,7 @@ static fptq_status setup(exporter *e, const char *ckpt_dir)
     FPTQ_TRY(llama_config_parse(ckpt_config_json(e->ck), source, &e->cfg));
     for (int64_t l = 0; l < ckpt_n_layers(e->ck); l++)
         if (!ckpt_layer_done(e->ck, l))
-            return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: layer %lld is not finished; run fptq quantize --resume "
+            return FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s: layer %lld is not finished; run fptq quantize --resume "
                                            "first", ckpt_dir, (long long)l);
     if (ckpt_n_layers(e->ck) != e->cfg.num_hidden_layers)
         return FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s has %lld layers, its config %lld", ckpt_dir,
@@ -1166,30 +1221,40 @@ fptq_status fptq_export(const char *ckpt_dir, const char *out_dir, const export_
     exporter e = {.o = o, .r = r, .layer_loaded = -1, .out_dir = out_dir};
     fptq_status st = FPTQ_OK;
     int dir_made = 0;
+    char *staging = NULL;
     FPTQ_TRY_GOTO(setup(&e, ckpt_dir), st, done);
     FPTQ_TRY_GOTO(plan_all(&e), st, done);
     r->layers = e.cfg.num_hidden_layers;
-    FPTQ_TRY_GOTO(make_out_dir(out_dir), st, done);
+    FPTQ_TRY_GOTO(make_out_dir(out_dir, &staging), st, done);
     dir_made = 1;
+    e.out_dir = staging;
     FPTQ_TRY_GOTO(write_shards(&e), st, done);
     FPTQ_TRY_GOTO(write_index(&e), st, done);
     if (o->tokenizer_dir)
         FPTQ_TRY_GOTO(copy_tokenizer(&e), st, done);
-    /* last: a directory with config.json is a finished export */
+    {
+        /* for the tests: a kill before the last file (FPTQ_TEST_EXPORT_KILL=1) */
+        const char *k = getenv("FPTQ_TEST_EXPORT_KILL");
+        if (k && strcmp(k, "1") == 0)
+            raise(SIGKILL);
+    }
     FPTQ_TRY_GOTO(write_configs(&e), st, done);
-    int fd = open(out_dir, O_RDONLY | O_DIRECTORY);
+    int fd = open(staging, O_RDONLY | O_DIRECTORY);
     if (fd < 0 || fsync(fd) != 0)
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "fsync of %s failed: %s", out_dir, strerror(errno));
+        st = FPTQ_FAIL(FPTQ_ERR_IO, "fsync of %s failed: %s", staging, strerror(errno));
     if (fd >= 0)
         close(fd);
+    if (st == FPTQ_OK)
+        st = publish_out_dir(staging, out_dir);
 done:
     if (st != FPTQ_OK && dir_made) {
-        /* only what this export created: the directory did not exist before */
+        /* only what this export created, in its own staging folder */
         for (int i = 0; i < e.n_created; i++)
             unlink(e.created[i]);
-        rmdir(out_dir);
+        rmdir(staging);
         fptq_error_context("exporting %s to %s (nothing left behind)", ckpt_dir, out_dir);
     }
+    free(staging);
     for (int i = 0; i < e.n_created; i++)
         free(e.created[i]);
     ckpt_layer_free(&e.layer);

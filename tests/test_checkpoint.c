@@ -559,9 +559,11 @@ static void test_pending_and_incomplete(void **state)
     ckpt_close(c);
 }
 
-/* A kill during a layer write leaves layer-N.h5.tmp behind (and one during
- * an index rewrite, index.h5.tmp): the layer stays pending, the index that
- * was there before counts, and writing the layer again replaces the leftovers. */
+/* A kill during a layer write leaves layer-N.h5.tmp.PID.K behind (and one
+ * during an index rewrite, index.h5.tmp.PID.K): the layer stays pending, the
+ * index that was there before counts, and writing the layer again works.
+ * The leftovers are another process's temporary files: left as they are
+ * (a process removes only its own, which two runs at once rely on). */
 static void test_leftover_tmp(void **state)
 {
     (void)state;
@@ -581,7 +583,7 @@ static void test_leftover_tmp(void **state)
     assert_int_equal(ckpt_write_layer(c, &L, hex), FPTQ_OK);
     assert_true(ckpt_layer_done(c, 1));
     struct stat sb;
-    assert_int_equal(stat(tmp, &sb), -1);   /* renamed away */
+    assert_int_equal(stat(tmp, &sb), 0);   /* not this process's: untouched */
     ckpt_close(c);
 
     assert_int_equal(ckpt_open(dir, &c), FPTQ_OK);
@@ -667,6 +669,206 @@ static void test_config_in_index_is_bounded(void **state)
     free(json);
 }
 
+
+/* ---- integrity of shared.h5 and index.h5 (issue 14, items 2 and 3) ------------ */
+
+/* Offset of `needle` in file `path`, -1 if absent. */
+static long find_bytes(const char *path, const void *needle, size_t n)
+{
+    size_t len;
+    unsigned char *b = read_file(path, &len);
+    long at = -1;
+    for (size_t i = 0; len >= n && i <= len - n; i++)
+        if (memcmp(b + i, needle, n) == 0) {
+            at = (long)i;
+            break;
+        }
+    free(b);
+    return at;
+}
+
+static void patch_byte(const char *path, long at, unsigned char xor_mask, int set, unsigned char value)
+{
+    size_t len;
+    unsigned char *b = read_file(path, &len);
+    assert_true(at >= 0 && (size_t)at < len);
+    b[at] = set ? value : (unsigned char)(b[at] ^ xor_mask);
+    write_file(path, b, len);
+    free(b);
+}
+
+/* One flipped bit in the embedding's data is refused by every reader that
+ * opens the checkpoint, naming shared.h5 and the digests. */
+static void test_shared_flipped_bit(void **state)
+{
+    (void)state;
+    const char *dir = tpath("sharedbit");
+    char lh[2][65], ch[65];
+    build_checkpoint(dir, lh, ch);
+    const char *sp = tpath("sharedbit/shared.h5");
+    long at = find_bytes(sp, embed_bf16, 32);
+    assert_true(at > 0);
+    patch_byte(sp, at + 101, 0x01, 0, 0);
+    ckpt *c = (ckpt *)1;
+    EXPECT_ERROR2(ckpt_open(dir, &c), FPTQ_ERR_FORMAT, "shared.h5", "does not match its digest");
+    assert_null(c);
+}
+
+/* A shared.h5 replaced by another HDF5 file (a layer's: no embed_tokens) is refused too. */
+static void test_shared_replaced(void **state)
+{
+    (void)state;
+    const char *dir = tpath("sharedswap");
+    char lh[2][65], ch[65];
+    build_checkpoint(dir, lh, ch);
+    size_t n;
+    unsigned char *b = read_file(tpath("sharedswap/layers/layer-00000.h5"), &n);
+    write_file(tpath("sharedswap/shared.h5"), b, n);
+    free(b);
+    ckpt *c;
+    EXPECT_ERROR(ckpt_open(dir, &c), FPTQ_ERR_FORMAT, "shared.h5");
+    unlink(tpath("sharedswap/shared.h5"));
+    EXPECT_ERROR(ckpt_open(dir, &c), FPTQ_ERR_FORMAT, "shared.h5");
+}
+
+/* One byte of the stored config (hidden_size 64 -> 94), of the recipe, of
+ * the provenance or of a layer's losses: index.h5 no longer matches its
+ * digest, and the checkpoint is refused naming index.h5. */
+static void test_index_text_patched(void **state)
+{
+    (void)state;
+    static const struct { const char *needle; int off; unsigned char to; } cases[] = {
+        {"\"hidden_size\": 64", 15, '9'},
+        {"\"group_size\": 32", 14, '6'},
+        {"\"world\": 1", 9, '2'},
+        {"\"loss\": ", 8, '9'},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *dir = tpath("idxpatch%zu", i);
+        char lh[2][65], ch[65];
+        build_checkpoint(dir, lh, ch);
+        const char *ip = tpath("idxpatch%zu/index.h5", i);
+        long at = find_bytes(ip, cases[i].needle, strlen(cases[i].needle));
+        assert_true(at > 0);
+        patch_byte(ip, at + cases[i].off, 0, 1, cases[i].to);
+        ckpt *c = (ckpt *)1;
+        EXPECT_ERROR2(ckpt_open(dir, &c), FPTQ_ERR_FORMAT, "index.h5", "digest");
+        assert_null(c);
+    }
+}
+
+/* ---- creation (item 10) ---------------------------------------------------------- */
+
+/* A run killed between mkdir CKPT/layers and its first index leaves the
+ * skeleton: that is not a checkpoint yet, and creating one there works. */
+static void test_skeleton_dir_is_not_created(void **state)
+{
+    (void)state;
+    const char *dir = tpath("skeleton");
+    assert_int_equal(mkdir(dir, 0777), 0);
+    assert_int_equal(mkdir(tpath("skeleton/layers"), 0777), 0);
+    write_file(tpath("skeleton/index.h5.tmp.123.0"), "\x89HDF\r\n\x1a\n half an index", 22);
+    ckpt *c;
+    assert_int_equal(ckpt_create(dir, &META, &c), FPTQ_OK);
+    ckpt_close(c);
+    assert_int_equal(ckpt_open(dir, &c), FPTQ_OK);
+    ckpt_close(c);
+    /* with index.h5 it is a checkpoint, refused as before */
+    EXPECT_ERROR2(ckpt_create(dir, &META, &c), FPTQ_ERR_ARG, dir, "--resume");
+}
+/* ---- resume's repair of shared.h5, and the lock (items 2, 9, 13) -------------- */
+
+/* ckpt_open_resume sets a damaged shared.h5 aside; written again, the
+ * checkpoint has the digest it had. */
+static void test_resume_repairs_shared(void **state)
+{
+    (void)state;
+    const char *dir = tpath("repair");
+    char lh[2][65], ch[65];
+    build_checkpoint(dir, lh, ch);
+    const char *sp = tpath("repair/shared.h5");
+    patch_byte(sp, find_bytes(sp, embed_bf16, 32) + 7, 0x10, 0, 0);
+    ckpt *c;
+    /* the layers-only handle of the other ranks neither reads shared.h5 nor rewrites the index */
+    assert_int_equal(ckpt_open_layers(dir, &c), FPTQ_OK);
+    assert_false(ckpt_has_shared(c));
+    assert_true(ckpt_layer_done(c, 1));
+    EXPECT_ERROR(ckpt_mark_done(c, 1, lh[1], 0.0, "{}"), FPTQ_ERR_INTERNAL, "layers only");
+    ckpt_close(c);
+    assert_int_equal(ckpt_open_resume(dir, &c), FPTQ_OK);
+    assert_false(ckpt_has_shared(c));
+    assert_non_null(ckpt_shared_problem(c));
+    assert_non_null(strstr(ckpt_shared_problem(c), "shared.h5"));
+    ckpt_raw_tensor t[3];
+    make_shared(t);
+    assert_int_equal(ckpt_write_shared(c, t, 3), FPTQ_OK);
+    assert_null(ckpt_shared_problem(c));
+    char hex[65];
+    assert_int_equal(ckpt_digest(c, hex), FPTQ_OK);
+    assert_string_equal(hex, ch);
+    ckpt_close(c);
+    assert_int_equal(ckpt_open(dir, &c), FPTQ_OK);
+    ckpt_close(c);
+}
+
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0;
+    closedir(d);
+    return n;
+}
+
+static void test_lock(void **state)
+{
+    (void)state;
+    const char *dir = tpath("locked");
+    char lh[2][65], ch[65];
+    build_checkpoint(dir, lh, ch);
+    const int entries = count_entries(dir);
+    ckpt_lock *a = NULL, *b = (ckpt_lock *)1;
+    assert_int_equal(ckpt_lock_take(dir, 1, &a), FPTQ_OK);
+    char pid[32];
+    snprintf(pid, sizeof pid, "pid %ld on host ", (long)getpid());
+    /* a second holder (another open file: flock conflicts within a process too) */
+    EXPECT_ERROR2(ckpt_lock_take(dir, 1, &b), FPTQ_ERR_IO, "in use", pid);
+    assert_null(b);
+    ckpt_lock_release(a);
+    assert_int_equal(count_entries(dir), entries);   /* the lock file went with it */
+    assert_int_equal(ckpt_lock_take(dir, 1, &a), FPTQ_OK);
+    ckpt_lock_release(a);
+    /* without resume a finished checkpoint is refused, and nothing is added */
+    EXPECT_ERROR2(ckpt_lock_take(dir, 0, &b), FPTQ_ERR_ARG, dir, "--resume");
+    assert_int_equal(count_entries(dir), entries);
+    /* a folder that is not a checkpoint is refused untouched */
+    const char *other = tpath("notckpt");
+    assert_int_equal(mkdir(other, 0777), 0);
+    write_file(tpath("notckpt/notes.txt"), "x", 1);
+    EXPECT_ERROR(ckpt_lock_take(other, 1, &b), FPTQ_ERR_ARG, "not an fptq checkpoint");
+    assert_int_equal(count_entries(other), 1);
+    /* a new one: the folder is made for the lock, and removed with it when
+     * no checkpoint came of it */
+    const char *fresh = tpath("fresh/deeper");
+    assert_int_equal(ckpt_lock_take(fresh, 0, &a), FPTQ_OK);
+    struct stat sb;
+    assert_int_equal(stat(fresh, &sb), 0);
+    ckpt_lock_release(a);
+    assert_int_equal(stat(fresh, &sb), -1);
+    /* one that did come of it stays, without the lock file */
+    assert_int_equal(ckpt_lock_take(fresh, 0, &a), FPTQ_OK);
+    ckpt *c;
+    assert_int_equal(ckpt_create(fresh, &META, &c), FPTQ_OK);
+    ckpt_close(c);
+    ckpt_lock_release(a);
+    assert_int_equal(stat(tpath("fresh/deeper/index.h5"), &sb), 0);
+    assert_int_equal(stat(tpath("fresh/deeper/fptq.lock"), &sb), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -683,6 +885,12 @@ int main(void)
         cmocka_unit_test(test_rejects_bad_layer),
         cmocka_unit_test(test_open_not_a_checkpoint),
         cmocka_unit_test(test_config_in_index_is_bounded),
+        cmocka_unit_test(test_shared_flipped_bit),
+        cmocka_unit_test(test_shared_replaced),
+        cmocka_unit_test(test_index_text_patched),
+        cmocka_unit_test(test_skeleton_dir_is_not_created),
+        cmocka_unit_test(test_resume_repairs_shared),
+        cmocka_unit_test(test_lock),                 
     };
     return cmocka_run_group_tests(tests, setup_dir, remove_dir);
 }

@@ -36,7 +36,12 @@
 
 static volatile sig_atomic_t stop_signo = 0;
 
-void fptq_request_stop(int signo) { stop_signo = signo ? signo : -1; }
+/* The first request names the stop: a SIGTERM after a SIGUSR1 is the same stop. */
+void fptq_request_stop(int signo)
+{
+    if (!stop_signo)
+        stop_signo = signo ? signo : -1;
+}
 int fptq_stop_signal(void) { return stop_signo; }
 
 /* ---- provenance and resume checks ------------------------------------------------ */
@@ -171,6 +176,41 @@ static void warn_layout_change(const ckpt *ck, int world_size, int stages)
     cJSON_Delete(p);
 }
 
+/* What the readers (eval, export) need of the index, checked on resume too,
+ * so that a resume never calls done a checkpoint they refuse: the layer
+ * count, and a stored config that parses and is the model's config.json
+ * byte for byte (the model files matched by sha256, so any difference is
+ * damage the index digest did not catch). */
+static fptq_status check_resume_readable(const ckpt *ck, const char *dir, const fptq_model *m, const char *config_json)
+{
+    if (ckpt_n_layers(ck) != m->cfg.num_hidden_layers)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s has %lld layers, the model %lld", dir,
+                         (long long)ckpt_n_layers(ck), (long long)m->cfg.num_hidden_layers);
+    char source[4096 + 32];
+    snprintf(source, sizeof source, "%s/index.h5 (config)", dir);
+    llama_config stored;
+    FPTQ_TRY(llama_config_parse(ckpt_config_json(ck), source, &stored));
+    if (strcmp(ckpt_config_json(ck), config_json) != 0)
+        return FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s: the config stored in index.h5 differs from %s/config.json, "
+                         "which has the same sha256 as when the checkpoint was made: the index is damaged; quantize "
+                         "into a new directory", dir, m->dir);
+    return FPTQ_OK;
+}
+
+/* The shared tensors a reader takes: embedding, final norm, and the head
+ * unless tied (eval and export refuse a checkpoint without them). */
+static fptq_status check_shared_tensors(const ckpt *ck, const char *dir, const fptq_model *m)
+{
+    const char *need[3] = {"embed_tokens", "norm", "lm_head"};
+    for (int i = 0; i < 3; i++) {
+        const int want = i < 2 || !m->cfg.tie_word_embeddings;
+        if (want != ckpt_has_shared_tensor(ck, need[i]))
+            return FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s: shared.h5 %s %s (tie_word_embeddings is %s)", dir,
+                             want ? "lacks" : "has an unexpected", need[i], m->cfg.tie_word_embeddings ? "true" : "false");
+    }
+    return FPTQ_OK;
+}
+
 static fptq_status write_shared(ckpt *ck, const fptq_model *m)
 {
     const char *names[3] = {"model.embed_tokens.weight", "model.norm.weight", "lm_head.weight"};
@@ -214,7 +254,7 @@ static fptq_status read_text_file(const char *path, char **out)
 /* What a stage tells the coordinator (world rank 0): a layer is on disk, or
  * the stage has finished its layers (or stopped early). Fixed size, small
  * enough to be sent eagerly while rank 0 is busy with its own layers. */
-enum { NOTE_TAG = 7001, HANDOFF_TAG = 7002, NOTE_LAYER = 1, NOTE_STAGE_END = 2 };
+enum { NOTE_TAG = 7001, HANDOFF_TAG = 7002, NOTE_LAYER = 1, NOTE_STAGE_END = 2, NOTE_RESTORED = 3 };
 typedef struct stage_note {
     int64_t kind, layer, stage, stopped;
     double seconds;
@@ -233,6 +273,7 @@ typedef struct job {
     fptq_recipe r;
     fptq_model m;
     ckpt *ck;
+    ckpt_lock *lock;               /* rank 0's, for the world, from before any work to the end */
     int64_t *bounds;               /* stage s owns layers [bounds[s], bounds[s + 1]) */
     stage_note *notes;             /* a stage's notes to the coordinator, one per layer, until flushed */
     int64_t n_seq, T;              /* this rank's samples, tokens per sample */
@@ -291,6 +332,8 @@ static fptq_status coordinator_poll(job *J, int *stages_ended, int *any_stopped)
             return FPTQ_OK;
         if (n.kind == NOTE_LAYER) {
             FPTQ_TRY(coordinator_layer_done(J, &n));
+        } else if (n.kind == NOTE_RESTORED) {
+            J->res->layers_skipped++;
         } else {
             (*stages_ended)++;
             *any_stopped |= n.stopped != 0;
@@ -472,6 +515,14 @@ static fptq_status run_stage_layers(job *J, int *stopped, int *ended, int *any_s
                 restored = 0;
             } else if (J->rank == 0) {
                 J->res->layers_skipped++;
+            } else if (J->member == 0) {
+                /* the coordinator counts every stage's restored layers */
+                stage_note *np = &J->notes[l];
+                memset(np, 0, sizeof *np);
+                np->kind = NOTE_RESTORED;
+                np->layer = l;
+                np->stage = J->stage;
+                FPTQ_TRY(fptq_world_post(J->w, 0, np, sizeof *np, NOTE_TAG));
             }
         }
         if (!restored) {
@@ -562,25 +613,27 @@ static fptq_status coordinator_open(job *J, char **recipe_json)
     char cfg_path[sizeof J->m.dir + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->model_dir);
     FPTQ_TRY_GOTO(read_text_file(cfg_path, &config_json), st, done);
+    /* under the lock (job_run): index.h5 there or not decides, and stays so */
+    char idx_path[4096 + 16];
+    snprintf(idx_path, sizeof idx_path, "%s/index.h5", o->out_dir);
     struct stat sb;
-    if (o->resume && stat(o->out_dir, &sb) == 0) {
-        FPTQ_TRY_GOTO(ckpt_open(o->out_dir, &J->ck), st, done);
+    if (stat(idx_path, &sb) == 0) {
+        FPTQ_TRY_GOTO(ckpt_open_resume(o->out_dir, &J->ck), st, done);
         FPTQ_TRY_GOTO(check_resume(J->ck, o->out_dir, *recipe_json, provenance_json), st, done);
-        if (ckpt_n_layers(J->ck) != J->m.cfg.num_hidden_layers) {
-            st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "checkpoint %s has %lld layers, the model %lld", o->out_dir,
-                           (long long)ckpt_n_layers(J->ck), (long long)J->m.cfg.num_hidden_layers);
-            goto done;
-        }
+        FPTQ_TRY_GOTO(check_resume_readable(J->ck, o->out_dir, &J->m, config_json), st, done);
         warn_layout_change(J->ck, J->w ? J->w->size : 1, J->stages);
+        if (ckpt_shared_problem(J->ck))
+            fptq_warn("%s; writing it again from the model", ckpt_shared_problem(J->ck));
     } else {
-        if (o->resume)
-            fptq_info("--resume: %s does not exist yet, starting a new checkpoint", o->out_dir);
         ckpt_meta meta = {.config_json = config_json, .recipe_json = *recipe_json,
                           .provenance_json = provenance_json, .n_layers = J->m.cfg.num_hidden_layers};
         FPTQ_TRY_GOTO(ckpt_create(o->out_dir, &meta, &J->ck), st, done);
+        if (o->resume)
+            fptq_info("--resume: %s did not exist yet: started a new checkpoint", o->out_dir);
     }
     if (!ckpt_has_shared(J->ck))
         FPTQ_TRY_GOTO(write_shared(J->ck, &J->m), st, done);
+    FPTQ_TRY_GOTO(check_shared_tensors(J->ck, o->out_dir, &J->m), st, done);
     st = FPTQ_OK;
 done:
     free(provenance_json);
@@ -704,6 +757,25 @@ static fptq_status job_run(job *J)
     char *recipe_json = NULL;
     fptq_status st;
 
+    /* Before any work: the checkpoint's lock, taken by rank 0 for the world
+     * (the others write only layer files, under temporary names of their own,
+     * and live no longer than rank 0: a failing rank brings the world down),
+     * and --out writable. A run that cannot have it changes nothing. */
+    int locked = 1;
+    st = FPTQ_OK;
+    if (J->rank == 0) {
+        st = ckpt_lock_take(o->out_dir, o->resume, &J->lock);
+        locked = st == FPTQ_OK;
+    }
+    if (J->w) {
+        fptq_status bs = fptq_world_bcast(J->w, &locked, sizeof locked, 0);
+        if (st == FPTQ_OK)
+            st = bs;
+    }
+    if (st == FPTQ_OK && !locked)
+        st = FPTQ_FAIL(FPTQ_ERR_COMM, "rank 0 could not take checkpoint %s", o->out_dir);
+    if (st != FPTQ_OK)
+        return st;
     FPTQ_TRY(fptq_model_open(o->model_dir, &J->m));
     if (J->r.calib_seqlen == 0)
         J->r.calib_seqlen = c->max_position_embeddings < 2048 ? c->max_position_embeddings : 2048;
@@ -756,8 +828,8 @@ static fptq_status job_run(job *J)
         st = FPTQ_FAIL(FPTQ_ERR_COMM, "rank 0 could not prepare checkpoint %s", o->out_dir);
         goto done;
     }
-    if (J->rank != 0)
-        FPTQ_TRY_GOTO(ckpt_open(o->out_dir, &J->ck), st, done);
+    if (J->rank != 0) /* rank 0 has checked shared.h5: the others use layers only */
+        FPTQ_TRY_GOTO(ckpt_open_layers(o->out_dir, &J->ck), st, done);
 
     const int64_t rows = J->n_seq * J->T, L = c->num_hidden_layers;
     FPTQ_TRY_GOTO(fptq_calloc((size_t)L, sizeof(stage_note), "progress notes", &J->notes), st, done);
@@ -823,6 +895,8 @@ static fptq_status job_run(job *J)
             FPTQ_TRY_GOTO(fptq_world_note_wait(J->w, NOTE_TAG, &n, sizeof n), st, done);
             if (n.kind == NOTE_LAYER) {
                 FPTQ_TRY_GOTO(coordinator_layer_done(J, &n), st, done);
+            } else if (n.kind == NOTE_RESTORED) {
+                J->res->layers_skipped++;
             } else {
                 ended++;
                 any_stopped |= n.stopped != 0;
@@ -959,6 +1033,7 @@ fptq_status fptq_quantize(const fptq_backend *be, fptq_world *w, const fptq_quan
     free(J->bounds);
     free(J->notes);
     ckpt_close(J->ck);
+    ckpt_lock_release(J->lock);
     fptq_model_close(&J->m);
     free(J);
     return st;
