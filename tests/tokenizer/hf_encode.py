@@ -185,7 +185,13 @@ def main():
         for line in open(a.batch):
             if line.strip():
                 b = p.parse_args(line.split())
-                n = run_one(b)
+                try:
+                    n = run_one(b)
+                except SystemExit as e:  # no BOS to put in front, say: fptq must refuse too
+                    with open(b.out + ".err", "w") as f:
+                        f.write("%s\n" % e)
+                    print("%s: %s" % (b.out, e), flush=True)
+                    continue
                 print("%s -> %d ids" % (b.out, n), flush=True)
         return 0
     if a.compare:

@@ -17,6 +17,7 @@ Idempotent: a NAME whose folder exists is left alone (run.sh keys OUTDIR by
 the hash of these scripts). Prints one line per tokenizer.
 """
 import argparse
+import collections
 import glob
 import json
 import os
@@ -140,16 +141,67 @@ def train(text, model, *, normalizer=None, pre=None, vocab=1500, specials=(), al
     if pre is not None:
         tok.pre_tokenizer = pre
     kw = dict(vocab_size=vocab, min_frequency=2, show_progress=False, special_tokens=list(specials))
+    if limit_alphabet is not None and alphabet is None:
+        # the trainer drops the rarest characters past limit_alphabet in an order that ties leave
+        # to a hash map (ids and merges then differ run to run): choose them here instead, by
+        # (count, character) in the normalized, pre-tokenized text, as its initial alphabet
+        counts = collections.Counter()
+        for line in open(text, encoding="utf-8"):
+            if tok.normalizer is not None:
+                line = tok.normalizer.normalize_str(line)
+            words = [w for w, _ in tok.pre_tokenizer.pre_tokenize_str(line)] if tok.pre_tokenizer else [line]
+            for w in words:
+                counts.update(w)
+        alphabet = sorted(sorted(counts), key=lambda c: -counts[c])[:limit_alphabet]
+        alphabet = sorted(set(alphabet) | set("0123456789"))  # tinystories has few digits
+        limit_alphabet = len(alphabet)
     if alphabet is not None:
         kw["initial_alphabet"] = alphabet
     if limit_alphabet is not None:
         kw["limit_alphabet"] = limit_alphabet
-    if prefix is not None:
-        kw["continuing_subword_prefix"] = prefix
-    if suffix is not None:
-        kw["end_of_word_suffix"] = suffix
     tok.train([text], trainers.BpeTrainer(**kw))
-    return json.loads(tok.to_str())
+    j = json.loads(tok.to_str())
+    if prefix is not None or suffix is not None:
+        subword(j, prefix, suffix)
+    return j
+
+
+def subword(j, prefix, suffix):
+    """The trainer numbers prefixed / suffixed characters in the order a hash map gives the words, so
+    that ties among merges fall differently run to run. Instead: a model trained without them,
+    rewritten. continuing_subword_prefix P: each token t also as P+t, each merge (a, b) as (a, P+b)
+    -> ab and (P+a, P+b) -> P+ab. end_of_word_suffix S: each token also as t+S, each merge (a, b)
+    also as (a, b+S) -> ab+S. Merge order is kept (each merge's variants in its place)."""
+    m = j["model"]
+    vocab, merges = m["vocab"], m["merges"]
+    specials = {a["content"] for a in j["added_tokens"]}
+    out = dict(vocab)
+    n = max(vocab.values()) + 1
+
+    def add(t):
+        nonlocal n
+        if t not in out:
+            out[t] = n
+            n += 1
+    plain = [t for t, _ in sorted(vocab.items(), key=lambda kv: kv[1]) if t not in specials]
+    for t in plain:
+        if prefix is not None:
+            add(prefix + t)
+        if suffix is not None:
+            add(t + suffix)
+    new = []
+    for mg in merges:
+        a, b = mg if isinstance(mg, list) else mg.split(" ", 1)
+        if prefix is not None:
+            new += [[a, prefix + b], [prefix + a, prefix + b]]
+            add(prefix + a + b)
+        else:
+            new.append([a, b])
+        if suffix is not None:
+            new.append([a, b + suffix])
+            add(a + b + suffix)
+    m["vocab"], m["merges"] = out, new
+    m["continuing_subword_prefix"], m["end_of_word_suffix"] = prefix, suffix
 
 
 def add_bytes(j):
