@@ -140,6 +140,9 @@ if [ ! -f "$work/.done" ]; then
     touch "$work/.done"
     echo "tokenizers, texts and $(wc -l <"$tmp/batch") reference id files made in $(($(date +%s) - t0)) s ($work)"
 fi
+# each key's folder is some 115 MB: those of other versions of these scripts unused for 3 days go
+touch "$work/.done"
+find "$cache" -maxdepth 1 -name 'tokenizers-*' ! -name "tokenizers-$key" -mtime +3 -exec rm -rf {} + 2>/dev/null
 flock -u 8
 
 # --- the reference itself against the bundled stream ---------------------------------
