@@ -142,7 +142,11 @@ if [ ! -f "$work/.done" ]; then
 fi
 # each key's folder is some 115 MB: those of other versions of these scripts unused for 3 days go
 touch "$work/.done"
-find "$cache" -maxdepth 1 -name 'tokenizers-*' ! -name "tokenizers-$key" -mtime +3 -exec rm -rf {} + 2>/dev/null
+for d in "$cache"/tokenizers-*; do
+    if [ "$d" != "$work" ] && [ -n "$(find "$d/.done" -mtime +3 2>/dev/null)" ]; then
+        rm -rf "$d"
+    fi
+done
 flock -u 8
 
 # --- the reference itself against the bundled stream ---------------------------------
