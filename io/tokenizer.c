@@ -2890,6 +2890,13 @@ fptq_status fptq_tokenize_source(fptq_tokenizer *t, const fptq_text_source *src,
             for (size_t i = 0; i < ln; i++)
                 if (!(p[i] == ' ' || p[i] == '\t' || p[i] == '\r'))
                     blank = 0;
+            if (!blank && memmem(p, ln, "\\u0000", 6)) {
+                /* cJSON's strings end at a NUL: rather than cut the document */
+                st = FPTQ_FAIL(FPTQ_ERR_UNSUPPORTED, "%s: line %lld holds \\u0000 (a NUL character) in a JSON string, "
+                               "which fptq's JSON reader cannot carry; remove it (a plain --text file may hold NUL)",
+                               path, (long long)line);
+                goto done;
+            }
             if (!blank) {
                 cJSON *o = cJSON_ParseWithLength(p, ln);
                 const cJSON *f = o ? cJSON_GetObjectItemCaseSensitive(o, src->field) : NULL;

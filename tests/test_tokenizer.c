@@ -405,6 +405,13 @@ static void test_text_sources(void **state)
     fptq_clear_error();
     assert_int_equal(fptq_tokenize_source(t, &src, &tk, &ts), FPTQ_ERR_FORMAT);
     assert_msg_has("line 2 has no string field \"text\"");
+    /* a NUL in a JSON string is refused, not cut */
+    write_file("nul.jsonl", "{\"text\": \"ab\"}\n{\"text\": \"a\\u0000b\"}\n");
+    snprintf(q, sizeof q, "%s/nul.jsonl", g_dir);
+    src = (fptq_text_source){.jsonl_path = q, .field = "text"};
+    fptq_clear_error();
+    assert_int_equal(fptq_tokenize_source(t, &src, &tk, &ts), FPTQ_ERR_UNSUPPORTED);
+    assert_msg_has("line 2 holds \\u0000 (a NUL character)");
     /* invalid UTF-8: the byte offset */
     write_file("bad.txt", "abc\xff" "ab");
     snprintf(p, sizeof p, "%s/bad.txt", g_dir);

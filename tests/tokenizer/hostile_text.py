@@ -130,7 +130,7 @@ def jsonl(text_file, hostile, rng):
     rows.insert(3, "")
     rows.insert(7, "   ")
     rows.insert(11, json.dumps({"text": ""}))
-    rows.insert(12, json.dumps({"text": "NUL inside: before\u0000after \u0001\u001f"}))
+    rows.insert(12, json.dumps({"text": "controls inside: before\u0001after \u001f"}))
     rows.insert(13, json.dumps({"text": "tab\tand \"quotes\" \\ slash \\/ \b\f \u00e9 \ud83d\ude00"}))
     return "\n".join(rows) + "\n"
 
