@@ -1404,9 +1404,19 @@ struct ckpt_lock {
     int made_dir;
 };
 
+/* The holder's line, read from the lock file; a holder that has just taken
+ * the lock writes it within moments, so an empty file is read again for up
+ * to 2 s before the message says only "a run that has just started". */
 static void lock_holder(int fd, char *buf, size_t cap)
 {
-    ssize_t n = pread(fd, buf, cap - 1, 0);
+    ssize_t n = 0;
+    for (int tries = 0; tries < 100; tries++) {
+        n = pread(fd, buf, cap - 1, 0);
+        if (n > 0 && memchr(buf, '\n', (size_t)n))
+            break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
     buf[n > 0 ? n : 0] = '\0';
     for (char *p = buf; *p; p++)
         if (*p == '\n' || (unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
@@ -1432,6 +1442,25 @@ static fptq_status probe_writable(const char *folder, const char *dir)
     }
     free(p);
     return st;
+}
+
+/* "pid P on host H since T" into the held lock file: written over the old
+ * bytes, then cut to length, so that a reader never sees it empty. */
+static fptq_status lock_write_holder(const ckpt_lock *k)
+{
+    char host[256] = "?", when[32];
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    char info[400];
+    int n = snprintf(info, sizeof info, "pid %ld on host %s since %s\n", (long)getpid(), host, when);
+    if (pwrite(k->fd, info, (size_t)n, 0) != n || ftruncate(k->fd, n) != 0)
+        return FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is not writable: cannot write its lock file %s: %s", k->dir,
+                         k->path, strerror(errno));
+    return FPTQ_OK;
 }
 
 fptq_status ckpt_lock_take(const char *dir, int resume, ckpt_lock **out)
@@ -1502,6 +1531,9 @@ fptq_status ckpt_lock_take(const char *dir, int resume, ckpt_lock **out)
             goto fail;
         }
     }
+    /* who holds it, written first so that a run refused a moment later can
+     * name the holder (lock_holder waits a little for these bytes) */
+    FPTQ_TRY_GOTO(lock_write_holder(k), st, fail);
     /* under the lock: what another run may have made meanwhile, then writability */
     FPTQ_TRY_GOTO(dir_state(dir, &has_index, foreign), st, fail);
     if (has_index && !resume) {
@@ -1513,20 +1545,6 @@ fptq_status ckpt_lock_take(const char *dir, int resume, ckpt_lock **out)
     snprintf(layers, sizeof layers, "%s/layers", dir);
     if (has_index)
         FPTQ_TRY_GOTO(probe_writable(layers, dir), st, fail);
-    char host[256] = "?", when[32];
-    gethostname(host, sizeof host - 1);
-    host[sizeof host - 1] = '\0';
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    char info[400];
-    int n = snprintf(info, sizeof info, "pid %ld on host %s since %s\n", (long)getpid(), host, when);
-    if (ftruncate(k->fd, 0) != 0 || pwrite(k->fd, info, (size_t)n, 0) != n) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "checkpoint %s is not writable: cannot write its lock file %s: %s", dir,
-                       k->path, strerror(errno));
-        goto fail;
-    }
     *out = k;
     return FPTQ_OK;
 fail:
