@@ -7,6 +7,7 @@
 #include "checkpoint.h"
 
 #include "../common/sha256.h"
+#include "config.h"      /* FPTQ_MAX_LAYERS */
 #include "safetensors.h"   /* st_bf16_to_f32, st_f16_to_f32 */
 
 #include <errno.h>
@@ -34,7 +35,6 @@
 /* Limits on what a file may claim, checked before anything is allocated: far
  * above any Llama (405B: hidden 16384, mlp 53248, 126 layers), far below
  * what would make a corrupt size field allocate the machine away. */
-#define MAX_LAYERS 65536
 #define MAX_HIDDEN (1 << 20)
 #define MAX_DIM (1 << 22)
 #define MAX_ELEMS (1LL << 36)
@@ -1114,9 +1114,9 @@ static fptq_status index_read(ckpt *c, const char *path)
         goto done;
     }
     FPTQ_TRY_GOTO(h5r_attr_i64(f, path, root, "n_layers", &c->n_layers), st, done);
-    if (c->n_layers < 1 || c->n_layers > MAX_LAYERS) {
+    if (c->n_layers < 1 || c->n_layers > (int)FPTQ_MAX_LAYERS) {
         st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: n_layers %lld out of range 1..%d", path,
-                       (long long)c->n_layers, MAX_LAYERS);
+                       (long long)c->n_layers, (int)FPTQ_MAX_LAYERS);
         goto done;
     }
     free(s);
@@ -1328,9 +1328,9 @@ fptq_status ckpt_create(const char *dir, const ckpt_meta *meta, ckpt **out)
     h5_quiet();
     if (!dir || !dir[0])
         return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint directory name is empty");
-    if (meta->n_layers < 1 || meta->n_layers > MAX_LAYERS)
+    if (meta->n_layers < 1 || meta->n_layers > (int)FPTQ_MAX_LAYERS)
         return FPTQ_FAIL(FPTQ_ERR_ARG, "checkpoint %s: n_layers %lld out of range 1..%d", dir,
-                         (long long)meta->n_layers, MAX_LAYERS);
+                         (long long)meta->n_layers, (int)FPTQ_MAX_LAYERS);
     /* A folder with only fptq's skeleton (a run killed before its first
      * index) is not a checkpoint yet and is taken over; one with index.h5
      * or anything else is refused, never overwritten. */

@@ -12,6 +12,7 @@
 
 #include "../io/tokenizer.h"
 
+#include "../common/fileio.h"
 #include "../common/sha256.h"
 #include "../sharding/sharding.h"
 #include "layer_quant.h"
@@ -226,27 +227,6 @@ static fptq_status write_shared(ckpt *ck, const fptq_model *m)
                                    .shape = {s->shape[0], s->ndim > 1 ? s->shape[1] : 0}, .data = s->data};
     }
     return ckpt_write_shared(ck, t, n);
-}
-
-static fptq_status read_text_file(const char *path, char **out)
-{
-    *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return FPTQ_FAIL(FPTQ_ERR_IO, "%s: cannot open", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    fptq_status st = FPTQ_OK;
-    if (n < 0 || n > (16L << 20)) {
-        st = FPTQ_FAIL(FPTQ_ERR_FORMAT, "%s: unexpected size %ld", path, n);
-    } else if ((st = fptq_calloc((size_t)n + 1, 1, path, out)) == FPTQ_OK && fread(*out, 1, (size_t)n, f) != (size_t)n) {
-        st = FPTQ_FAIL(FPTQ_ERR_IO, "%s: short read", path);
-        free(*out);
-        *out = NULL;
-    }
-    fclose(f);
-    return st;
 }
 
 /* ---- the job ------------------------------------------------------------------ */
@@ -612,7 +592,8 @@ static fptq_status coordinator_open(job *J, char **recipe_json)
     FPTQ_TRY_GOTO(make_provenance(&J->m, o, J->w ? J->w->size : 1, J->stages, &provenance_json), st, done);
     char cfg_path[sizeof J->m.dir + 16];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->model_dir);
-    FPTQ_TRY_GOTO(read_text_file(cfg_path, &config_json), st, done);
+    int64_t config_len;
+    FPTQ_TRY_GOTO(fptq_read_file(cfg_path, "config", FPTQ_JSON_MAX_BYTES, 0, &config_json, &config_len), st, done);
     /* under the lock (job_run): index.h5 there or not decides, and stays so */
     char idx_path[4096 + 16];
     snprintf(idx_path, sizeof idx_path, "%s/index.h5", o->out_dir);
